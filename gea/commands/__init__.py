@@ -1,0 +1,1 @@
+"""Subcommands of the `gea` command line, one module each (see `gea.cli`)."""
