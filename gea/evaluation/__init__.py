@@ -1,0 +1,1 @@
+"""Per-environment success rates over fixed, versioned episode seeds."""

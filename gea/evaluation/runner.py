@@ -1,0 +1,113 @@
+"""Run evaluation episodes in lockstep batches inside one worker process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from gea.evaluation.agents import EvaluationAgent, StepInput
+from gea.evaluation.stats import EpisodeResult
+from gea_envs import EmbodimentAdapter, EpisodeOutcome, get_adapter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    index: int
+    adapter: EmbodimentAdapter
+    seed: int
+    env: object
+    step_input: StepInput
+    length: int = 0
+    episode_return: float = 0.0
+    goal_reached: bool = False
+    terminated: bool = False
+    valid_decodes: int = 0
+    video: Optional[list[np.ndarray]] = None
+
+
+@dataclass
+class WorkerOutput:
+    results: list[EpisodeResult] = field(default_factory=list)
+    videos: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict)
+
+
+def _open_slot(index: int, embodiment: str, seed: int, image_size: int, record_video: bool, agent: EvaluationAgent) -> _Slot:
+    adapter = get_adapter(embodiment)
+    env = adapter.make_env(seed=seed, image_size=image_size)
+    raw_obs, info = env.reset(seed=seed)
+    step = StepInput(index, adapter, env, raw_obs, info, adapter.observe(env, raw_obs, info))
+    agent.begin_episode(step)
+    slot = _Slot(index, adapter, seed, env, step, video=[] if record_video else None)
+    if slot.video is not None:
+        slot.video.append(step.observation.frames[0])
+    return slot
+
+
+def run_episodes(
+    agent: EvaluationAgent,
+    jobs: list[tuple[str, int]],
+    image_size: int,
+    batch_size: int,
+    video_jobs: frozenset[tuple[str, int]] = frozenset(),
+    on_episode: Optional[Callable[[EpisodeResult], None]] = None,
+) -> WorkerOutput:
+    """Play every ``(embodiment, seed)`` job with `agent`, `batch_size` environments at a time."""
+    output = WorkerOutput()
+    queue = list(reversed(jobs))
+    slots: dict[int, _Slot] = {}
+    free = list(range(batch_size))
+    while queue or slots:
+        while queue and free:
+            embodiment, seed = queue.pop()
+            index = free.pop()
+            slots[index] = _open_slot(index, embodiment, seed, image_size, (embodiment, seed) in video_jobs, agent)
+
+        active = sorted(slots.values(), key=lambda s: s.index)
+        actions = agent.act([slot.step_input for slot in active])
+        for slot, agent_action in zip(active, actions):
+            if _step_slot(slot, agent_action.action, agent_action.valid):
+                result = _close_slot(slot)
+                output.results.append(result)
+                if slot.video is not None:
+                    output.videos[(result.embodiment, result.seed)] = slot.video
+                if on_episode is not None:
+                    on_episode(result)
+                del slots[slot.index]
+                free.append(slot.index)
+    return output
+
+
+def _step_slot(slot: _Slot, action, valid: bool) -> bool:
+    """Advance one slot by one step; return whether its episode ended."""
+    adapter = slot.adapter
+    raw_obs, reward, terminated, truncated, info = slot.env.step(adapter.to_env_action(action))
+    slot.length += 1
+    slot.episode_return += float(reward)
+    slot.valid_decodes += int(valid)
+    slot.goal_reached = slot.goal_reached or adapter.goal_reached(float(reward), bool(terminated), info)
+    done = bool(terminated or truncated or slot.length >= adapter.max_episode_steps)
+    if not done:
+        slot.step_input = StepInput(slot.index, adapter, slot.env, raw_obs, info, adapter.observe(slot.env, raw_obs, info))
+        if slot.video is not None:
+            slot.video.append(slot.step_input.observation.frames[0])
+    slot.terminated = bool(terminated)
+    return done
+
+
+def _close_slot(slot: _Slot) -> EpisodeResult:
+    outcome = EpisodeOutcome(slot.episode_return, slot.length, slot.goal_reached, truncated=not slot.terminated)
+    slot.env.close()
+    return EpisodeResult(
+        embodiment=slot.adapter.name,
+        seed=slot.seed,
+        success=slot.adapter.is_success(outcome),
+        length=slot.length,
+        episode_return=slot.episode_return,
+        valid_decodes=slot.valid_decodes,
+        decodes=slot.length,
+    )

@@ -1,0 +1,93 @@
+"""The evaluation harness: statistics, batching and report outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gea.evaluation.agents import AgentAction, EvaluationAgent, ExpertAgent
+from gea.evaluation.harness import EvaluationConfig, evaluate
+from gea.evaluation.report import markdown_table, write_report
+from gea.evaluation.seeds import eval_seeds
+from gea.evaluation.stats import EnvironmentSummary, episode_weighted_average, macro_average, wilson_interval
+from gea_envs import ADAPTERS
+
+
+@pytest.fixture
+def registered_line_world(line_world_adapter):
+    ADAPTERS.register(line_world_adapter.name, type(line_world_adapter), overwrite=True)
+    yield line_world_adapter
+    ADAPTERS._factories.pop(line_world_adapter.name)
+
+
+def test_wilson_interval_known_values():
+    # Reference values from the closed-form Wilson score interval with z = 1.96.
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0
+    assert high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4)
+    assert high == pytest.approx(0.9433, abs=1e-4)
+
+
+def test_wilson_interval_rejects_bad_counts():
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(11, 10)
+    with pytest.raises(ValueError, match="trials"):
+        wilson_interval(0, 0)
+
+
+def test_averages_differ_when_episode_counts_differ():
+    summaries = [
+        EnvironmentSummary("a", 10, 1.0, 0, 1, 1, 0, 1),
+        EnvironmentSummary("b", 30, 0.0, 0, 1, 1, 0, 1),
+    ]
+    assert macro_average(summaries) == 0.5
+    assert episode_weighted_average(summaries) == 0.25
+
+
+def test_eval_seeds_are_versioned_and_disjoint_from_collection():
+    seeds = eval_seeds(5)
+    assert seeds == eval_seeds(5, "v1")
+    assert min(seeds) >= 1_000_000
+    with pytest.raises(ValueError, match="known versions"):
+        eval_seeds(5, "v0")
+
+
+class AlwaysLeft(EvaluationAgent):
+    def act(self, steps):
+        return [AgentAction(0, valid=False) for _ in steps]
+
+
+def test_harness_expert_and_failing_agent(registered_line_world):
+    config = EvaluationConfig(envs=("test/line-world",), episodes=6, batch_size=4, videos_per_env=1)
+
+    expert = evaluate(ExpertAgent, config, show_progress=False)
+    failing = evaluate(AlwaysLeft, config, show_progress=False)
+
+    assert expert.summaries[0].success_rate == 1.0
+    assert expert.summaries[0].decode_valid_rate == 1.0
+    assert [e.seed for e in expert.episodes] == eval_seeds(6)
+    assert failing.summaries[0].success_rate == 0.0
+    assert failing.summaries[0].mean_length == registered_line_world.max_episode_steps
+    assert failing.summaries[0].decode_valid_rate == 0.0
+
+
+def test_report_writes_every_output(tmp_path, registered_line_world):
+    config = EvaluationConfig(envs=("test/line-world",), episodes=3, videos_per_env=1)
+    result = evaluate(ExpertAgent, config, show_progress=False)
+
+    paths = write_report(result, tmp_path, manifest={"seeds": eval_seeds(3)})
+
+    assert json.loads(paths["json"].read_text())["macro_success_rate"] == 1.0
+    assert "episode-weighted average" in markdown_table(result)
+    assert paths["chart"].stat().st_size > 0
+    assert len(list(paths["videos"].glob("*.gif"))) == 1
+    assert any(paths["tensorboard"].iterdir())
+    assert json.loads(paths["manifest"].read_text())["seeds"] == eval_seeds(3)
+
+
+def test_config_rejects_empty_envs():
+    with pytest.raises(ValueError, match="gea envs"):
+        EvaluationConfig(envs=())
