@@ -1,0 +1,1 @@
+"""Training stages: SFT on expert trajectories (PPO lives in `gea.rl`) and shared checkpointing."""
