@@ -1,0 +1,119 @@
+"""SFT samples: one step of one expert episode, as a policy prompt plus its target action tokens."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from gea.data import TrajectoryDataset
+from gea.policy import GEAPolicy, PolicyInput
+from gea.training.config import DatasetSpec
+from gea_envs import get_adapter
+from gea_tokenizers import ActionDetokenizer, PrefixConstraint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTBatch:
+    inputs: list[PolicyInput]
+    action_ids: list[list[int]]
+    constraints: list[PrefixConstraint]
+    embodiments: list[str]
+
+
+@dataclass
+class _Episode:
+    frames: list[list[np.ndarray]]
+    action_ids: list[list[int]]
+
+
+class SFTDataMix:
+    """Samples steps from several trajectory datasets mixed by weight.
+
+    Sampling is a pure function of ``(seed, step, rank)``, so a resumed run draws exactly
+    the batches the interrupted run would have drawn; the data position is just the step.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[DatasetSpec],
+        datasets: Sequence[TrajectoryDataset],
+        policy: GEAPolicy,
+        detokenizer: ActionDetokenizer,
+        cache_episodes: int = 256,
+    ) -> None:
+        self.policy = policy
+        self.detokenizer = detokenizer
+        self.datasets = list(datasets)
+        self._cache: OrderedDict[tuple[int, int], _Episode] = OrderedDict()
+        self._cache_size = cache_episodes
+        # Per dataset: (episode index, step) of every usable step.
+        self._steps: list[np.ndarray] = []
+        weights = []
+        for spec, dataset in zip(specs, datasets):
+            pairs = [
+                (index, t)
+                for index, info in enumerate(dataset.episodes)
+                if info.success or not spec.successful_only
+                for t in range(info.length)
+            ]
+            if not pairs:
+                raise ValueError(
+                    f"Dataset {spec.path} has no usable steps (successful_only={spec.successful_only}); "
+                    "collect more episodes or set successful_only: false."
+                )
+            self._steps.append(np.asarray(pairs, dtype=np.int64))
+            weights.append(spec.weight)
+        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(steps) for steps in self._steps)
+
+    def _episode(self, dataset_index: int, episode_index: int) -> _Episode:
+        key = (dataset_index, episode_index)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        dataset = self.datasets[dataset_index]
+        record = dataset.load_episode(episode_index)
+        episode = _Episode(record.frames, self.detokenizer.encode_many(record.embodiment, record.actions))
+        self._cache[key] = episode
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return episode
+
+    def sample_at(self, dataset_index: int, episode_index: int, t: int) -> tuple[PolicyInput, list[int], str]:
+        """Build the prompt of step `t` of an episode and return it with the target action ids."""
+        info = self.datasets[dataset_index].episodes[episode_index]
+        adapter = get_adapter(info.embodiment)
+        episode = self._episode(dataset_index, episode_index)
+        history = self.policy.config.history_length
+        frames_history = episode.frames[: t + 1][-history:]
+        actions_history = episode.action_ids[:t][-(len(frames_history) - 1) :] if len(frames_history) > 1 else []
+        policy_input = self.policy.build_input(adapter.prompt, info.instruction, frames_history, actions_history)
+        return policy_input, episode.action_ids[t], info.embodiment
+
+    def batch(self, seed: int, step: int, batch_size: int, rank: int = 0) -> SFTBatch:
+        """Draw the batch of optimizer step `step` (micro-batches pass distinct `step` keys)."""
+        rng = np.random.default_rng([seed, step, rank])
+        dataset_choices = rng.choice(len(self.datasets), size=batch_size, p=self.weights)
+        batch = SFTBatch([], [], [], [])
+        for dataset_index in dataset_choices:
+            steps = self._steps[dataset_index]
+            episode_index, t = steps[rng.integers(len(steps))]
+            policy_input, action_ids, embodiment = self.sample_at(int(dataset_index), int(episode_index), int(t))
+            batch.inputs.append(policy_input)
+            batch.action_ids.append(action_ids)
+            batch.constraints.append(self.detokenizer.constraint(embodiment))
+            batch.embodiments.append(embodiment)
+        return batch
+
+
+def load_datasets(specs: Sequence[DatasetSpec]) -> list[TrajectoryDataset]:
+    return [TrajectoryDataset(spec.path, embodiments=spec.envs) for spec in specs]
