@@ -12,6 +12,10 @@ from typing import Optional, Sequence
 import gea.commands
 
 
+# Errors caused by input (names, files, configs, checkpoints); their messages say what to fix.
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with one subparser per module in `gea.commands`.
 
@@ -36,7 +40,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except USER_ERRORS as error:
+        # Bad input gets its message, not a traceback; --verbose shows the traceback too.
+        if args.verbose:
+            raise
+        logging.getLogger("gea").error("%s", error)
+        return 2
 
 
 if __name__ == "__main__":

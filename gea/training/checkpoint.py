@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "checkpoint.json"
 LATEST_NAME = "latest"
+# Training stages keep their checkpoints in this subfolder of the run folder.
+RUN_CHECKPOINTS_FOLDER = "checkpoints"
 
 
 class CheckpointError(RuntimeError):
@@ -118,10 +120,12 @@ def verify_checkpoint(path: str | Path) -> dict:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a checkpoint folder or a run folder with a ``latest`` pointer; verify and return the checkpoint."""
+    """Accept a checkpoint folder, a folder with a ``latest`` pointer, or a run folder; verify and return the checkpoint."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"Checkpoint {path} not found.")
+    if (path / RUN_CHECKPOINTS_FOLDER / LATEST_NAME).exists():
+        path = path / RUN_CHECKPOINTS_FOLDER
     if (path / LATEST_NAME).exists():
         latest = CheckpointManager(path).latest()
         if latest is None:

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gea.training.bundle import PolicyBundle, load_bundle
-from gea.training.checkpoint import CheckpointManager, verify_checkpoint
+from gea.training.checkpoint import RUN_CHECKPOINTS_FOLDER, CheckpointManager, verify_checkpoint
 from gea.training.config import SFTConfig
 from gea.training.initialize import build_bundle
 from gea.training.sft_data import SFTBatch, SFTDataMix, load_datasets
@@ -77,7 +77,7 @@ class SFTTrainer:
         self.resume = resume
         self.show_progress = show_progress
         self.run_dir = Path(config.run_dir)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=config.train.keep_checkpoints)
+        self.checkpoints = CheckpointManager(self.run_dir / RUN_CHECKPOINTS_FOLDER, keep=config.train.keep_checkpoints)
 
     # ------------------------------------------------------------------------ setup steps
 
@@ -151,8 +151,12 @@ class SFTTrainer:
 
     # ------------------------------------------------------------------------- the loop
 
-    def train(self) -> Path:
-        """Run the remaining steps and return the last checkpoint."""
+    def train(self, stop_at: Optional[int] = None) -> Path:
+        """Run the remaining steps and return the last checkpoint.
+
+        `stop_at` ends the run early after that step (checkpointing it), as a kill right
+        after a checkpoint would; the learning-rate schedule still spans ``train.steps``.
+        """
         from accelerate import Accelerator
 
         config, train = self.config, self.config.train
@@ -167,7 +171,8 @@ class SFTTrainer:
         last_checkpoint = latest
 
         progress = tqdm(total=train.steps, initial=start_step, desc="sft", unit="step", disable=not self.show_progress or not accelerator.is_main_process)
-        for step in range(start_step, train.steps):
+        end_step = train.steps if stop_at is None else min(stop_at, train.steps)
+        for step in range(start_step, end_step):
             started = time.perf_counter()
             loss_module.train()
 
@@ -198,7 +203,7 @@ class SFTTrainer:
             progress.update()
 
             # 4. Checkpoint.
-            if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
+            if (step + 1) % train.checkpoint_every == 0 or step + 1 == end_step:
                 if accelerator.is_main_process:
                     last_checkpoint = self._save(step + 1, optimizer, scheduler)
                 accelerator.wait_for_everyone()

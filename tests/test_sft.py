@@ -1,0 +1,131 @@
+"""SFT on real expert data: resume equality, action-only loss, bad checkpoints and non-finite losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gea.data.collect import collect
+from gea.training.bundle import POLICY_FOLDER
+from gea.training.checkpoint import CheckpointError, CheckpointManager, resolve_checkpoint
+from gea.training.config import SFTConfig
+from gea.training.sft import ActionNLL, NonFiniteLossError, SFTTrainer
+from gea_tokenizers import ResidualVQConfig, TrainingConfig, train_residual_vq
+
+BABYAI = "babyai/GoToLocal"
+REACH = "metaworld/reach-v3"
+
+
+@pytest.fixture(scope="module")
+def expert_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experts")
+    collect([BABYAI], 6, root, image_size=32, show_progress=False)
+    collect([REACH], 2, root, image_size=32, show_progress=False)
+    return root
+
+
+def _tokenizer(expert_data, folder, seed: int):
+    from gea.data import TrajectoryDataset
+
+    actions = np.stack(TrajectoryDataset(expert_data).actions(REACH))
+    tokenizer, _ = train_residual_vq(
+        {REACH: actions},
+        ResidualVQConfig(codebook_size=16, hidden_width=32, code_dim=16),
+        TrainingConfig(steps=5, batch_size=64, seed=seed),
+        progress=False,
+    )
+    tokenizer.save(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def action_tokenizer(expert_data, tmp_path_factory):
+    return _tokenizer(expert_data, tmp_path_factory.mktemp("tokenizer"), seed=0)
+
+
+def _config(run_dir, expert_data, action_tokenizer, steps=4) -> SFTConfig:
+    return SFTConfig.from_dict(
+        {
+            "run_dir": str(run_dir),
+            "datasets": [{"path": str(expert_data), "envs": [BABYAI], "weight": 2.0}, {"path": str(expert_data), "envs": [REACH]}],
+            "action_tokenizer": action_tokenizer,
+            "policy": {"tiny": {"image_size": 32, "text_layers": 1, "vision_layers": 1}, "policy": {"history_length": 2}},
+            "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
+        }
+    )
+
+
+def _parameters(checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(checkpoint / POLICY_FOLDER / "model.safetensors")
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, expert_data, action_tokenizer):
+    straight = SFTTrainer(_config(tmp_path / "straight", expert_data, action_tokenizer), show_progress=False).train()
+
+    SFTTrainer(_config(tmp_path / "resumed", expert_data, action_tokenizer), show_progress=False).train(stop_at=2)
+    resumed = SFTTrainer(_config(tmp_path / "resumed", expert_data, action_tokenizer), resume=True, show_progress=False).train()
+
+    expected, actual = _parameters(straight), _parameters(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+    assert (tmp_path / "resumed" / "tensorboard").is_dir()
+
+
+def test_loss_covers_action_tokens_only(tmp_path, expert_data, action_tokenizer):
+    trainer = SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer), show_progress=False)
+    trainer._setup_bundle()
+    batch = trainer.data.batch(seed=0, step=0, batch_size=4)
+    policy = trainer.data.policy
+
+    scores = policy.score(batch.inputs, batch.action_ids, batch.constraints)
+    per_sample = ActionNLL(policy)(batch)
+
+    for row, action in enumerate(batch.action_ids):
+        assert int(scores.mask[row].sum()) == len(action)
+        expected = -scores.log_probs[row, : len(action)].mean()
+        torch.testing.assert_close(per_sample[row], expected)
+    assert set(batch.embodiments) <= {BABYAI, REACH}
+
+
+def test_non_finite_loss_keeps_last_checkpoint(tmp_path, expert_data, action_tokenizer, monkeypatch):
+    trainer = SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, steps=6), show_progress=False)
+    calls = {"n": 0}
+    original = ActionNLL.forward
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        loss = original(self, batch)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(ActionNLL, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        trainer.train()
+    assert CheckpointManager(tmp_path / "run" / "checkpoints").latest().name == "step_00000002"
+
+
+def test_corrupt_checkpoint_rejected(tmp_path, expert_data, action_tokenizer):
+    checkpoint = SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    weights = checkpoint / POLICY_FOLDER / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        resolve_checkpoint(tmp_path / "run")
+
+
+def test_resume_rejects_other_action_tokenizer(tmp_path, expert_data, action_tokenizer):
+    SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    other = _tokenizer(expert_data, tmp_path / "other_tokenizer", seed=1)
+
+    with pytest.raises(ValueError, match="does not match"):
+        SFTTrainer(_config(tmp_path / "run", expert_data, other, steps=4), resume=True, show_progress=False).train()
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    with pytest.raises(ValueError, match="learning_rate"):
+        SFTConfig.from_dict({"run_dir": str(tmp_path), "datasets": [{"path": "x"}], "train": {"learning_rate": 1.0}})
