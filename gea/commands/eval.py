@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Parallel worker processes. Default: 1.")
     parser.add_argument("--batch-size", type=int, default=8, help="Environments stepped together per worker. Default: 8.")
     parser.add_argument("--videos", type=int, default=2, help="Episodes per environment saved as GIF. Default: 2.")
+    parser.add_argument(
+        "--max-episode-steps", type=int, default=None,
+        help="Cap every environment's step limit (default: each adapter's own limit).",
+    )
     parser.add_argument("--greedy", action="store_true", help="Decode actions greedily instead of sampling.")
     parser.add_argument("--out", required=True, help="Output folder for results.json/csv/md, success.png, videos, TensorBoard.")
 
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         videos_per_env=args.videos,
+        max_episode_steps=args.max_episode_steps,
     )
     result = evaluate(agent_factory, config)
     manifest = build_manifest(

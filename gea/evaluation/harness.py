@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,6 +38,7 @@ class EvaluationConfig:
     workers: int = 1
     batch_size: int = 8
     videos_per_env: int = 2
+    max_episode_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not self.envs:
@@ -45,6 +46,8 @@ class EvaluationConfig:
         for name, value in (("episodes", self.episodes), ("workers", self.workers), ("batch_size", self.batch_size)):
             if value < 1:
                 raise ValueError(f"EvaluationConfig.{name} must be at least 1, got {value}.")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"EvaluationConfig.max_episode_steps must be at least 1 or None, got {self.max_episode_steps}.")
         if self.videos_per_env < 0:
             raise ValueError(f"EvaluationConfig.videos_per_env must be >= 0, got {self.videos_per_env}.")
 
@@ -65,12 +68,14 @@ class EvaluationResult:
         return episode_weighted_average(self.summaries)
 
 
-def _worker(agent_factory: AgentFactory, jobs, image_size: int, batch_size: int, video_jobs) -> WorkerOutput:
+def _worker(agent_factory: AgentFactory, jobs, config: EvaluationConfig, video_jobs) -> WorkerOutput:
     import torch
 
     # Each worker owns one core's share; more threads per worker only contend.
     torch.set_num_threads(1)
-    return run_episodes(agent_factory(), jobs, image_size, batch_size, video_jobs)
+    return run_episodes(
+        agent_factory(), jobs, config.image_size, config.batch_size, video_jobs, max_episode_steps=config.max_episode_steps
+    )
 
 
 def evaluate(agent_factory: AgentFactory, config: EvaluationConfig, show_progress: bool = True) -> EvaluationResult:
@@ -92,7 +97,15 @@ def evaluate(agent_factory: AgentFactory, config: EvaluationConfig, show_progres
     progress = tqdm(total=len(jobs), desc="eval", unit="episode", disable=not show_progress)
     if config.workers == 1:
         outputs.append(
-            run_episodes(agent_factory(), jobs, config.image_size, config.batch_size, video_jobs, lambda _: progress.update())
+            run_episodes(
+                agent_factory(),
+                jobs,
+                config.image_size,
+                config.batch_size,
+                video_jobs,
+                lambda _: progress.update(),
+                config.max_episode_steps,
+            )
         )
     else:
         # Interleave jobs so every worker gets a share of every environment.
@@ -100,7 +113,7 @@ def evaluate(agent_factory: AgentFactory, config: EvaluationConfig, show_progres
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
             futures = [
-                pool.submit(_worker, agent_factory, shard, config.image_size, config.batch_size, video_jobs)
+                pool.submit(_worker, agent_factory, shard, config, video_jobs)
                 for shard in shards
                 if shard
             ]

@@ -55,8 +55,13 @@ def run_episodes(
     batch_size: int,
     video_jobs: frozenset[tuple[str, int]] = frozenset(),
     on_episode: Optional[Callable[[EpisodeResult], None]] = None,
+    max_episode_steps: Optional[int] = None,
 ) -> WorkerOutput:
-    """Play every ``(embodiment, seed)`` job with `agent`, `batch_size` environments at a time."""
+    """Play every ``(embodiment, seed)`` job with `agent`, `batch_size` environments at a time.
+
+    `max_episode_steps` caps each adapter's own step limit (an episode that has not
+    reached its goal by then fails).
+    """
     output = WorkerOutput()
     queue = list(reversed(jobs))
     slots: dict[int, _Slot] = {}
@@ -70,7 +75,7 @@ def run_episodes(
         active = sorted(slots.values(), key=lambda s: s.index)
         actions = agent.act([slot.step_input for slot in active])
         for slot, agent_action in zip(active, actions):
-            if _step_slot(slot, agent_action.action, agent_action.valid):
+            if _step_slot(slot, agent_action.action, agent_action.valid, max_episode_steps):
                 result = _close_slot(slot)
                 output.results.append(result)
                 if slot.video is not None:
@@ -82,15 +87,16 @@ def run_episodes(
     return output
 
 
-def _step_slot(slot: _Slot, action, valid: bool) -> bool:
+def _step_slot(slot: _Slot, action, valid: bool, max_episode_steps: Optional[int]) -> bool:
     """Advance one slot by one step; return whether its episode ended."""
     adapter = slot.adapter
+    step_limit = adapter.max_episode_steps if max_episode_steps is None else min(max_episode_steps, adapter.max_episode_steps)
     raw_obs, reward, terminated, truncated, info = slot.env.step(adapter.to_env_action(action))
     slot.length += 1
     slot.episode_return += float(reward)
     slot.valid_decodes += int(valid)
     slot.goal_reached = slot.goal_reached or adapter.goal_reached(float(reward), bool(terminated), info)
-    done = bool(terminated or truncated or slot.length >= adapter.max_episode_steps)
+    done = bool(terminated or truncated or slot.length >= step_limit)
     if not done:
         slot.step_input = StepInput(slot.index, adapter, slot.env, raw_obs, info, adapter.observe(slot.env, raw_obs, info))
         if slot.video is not None:

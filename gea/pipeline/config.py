@@ -1,0 +1,89 @@
+"""The config of `gea run`: one section per stage, each validated by that stage's own config class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from gea.training.config import from_mapping
+
+STAGES = ("collect", "tokenizer", "sft", "eval_sft", "ppo", "eval_ppo")
+
+
+@dataclass
+class CollectSection:
+    """Expert episodes per embodiment, e.g. ``{"babyai/GoToLocal": 300}``."""
+
+    episodes: dict[str, int]
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.episodes:
+            raise ValueError("collect.episodes is empty; name at least one embodiment and its episode count.")
+        for name, count in self.episodes.items():
+            if count < 1:
+                raise ValueError(f"collect.episodes[{name!r}] must be at least 1, got {count}.")
+
+
+@dataclass
+class TokenizerSection:
+    """`gea_tokenizers.ResidualVQConfig` fields (`model`) and `TrainingConfig` fields (`training`)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalSection:
+    episodes: int = 20
+    workers: int = 2
+    batch_size: int = 8
+    videos_per_env: int = 2
+    greedy: bool = False
+    # Caps every adapter's step limit during evaluation (None keeps each adapter's own).
+    max_episode_steps: Optional[int] = None
+
+
+@dataclass
+class PipelineConfig:
+    """Everything `gea run` does; see `experiments/quickstart.yaml`.
+
+    `sft` holds `SFTConfig` fields except `run_dir`, `datasets` and `action_tokenizer`,
+    which the pipeline fills in; `ppo` holds `gea ppo` config fields except `run_dir`,
+    `init` and `envs`.
+    """
+
+    run_dir: str
+    image_size: int
+    collect: CollectSection
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    sft: dict[str, Any] = field(default_factory=dict)
+    ppo: Optional[dict[str, Any]] = None
+    ppo_envs: Optional[list[str]] = None
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}.")
+        for key in ("run_dir", "datasets", "action_tokenizer"):
+            if key in self.sft:
+                raise ValueError(f"sft.{key} is set by `gea run`; remove it from the config.")
+
+    @property
+    def envs(self) -> list[str]:
+        return list(self.collect.episodes)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Pipeline config {path} not found.")
+        data = yaml.safe_load(path.read_text()) or {}
+        where = str(path)
+        data["collect"] = from_mapping(CollectSection, data.get("collect"), f"{where} collect")
+        data["tokenizer"] = from_mapping(TokenizerSection, data.get("tokenizer"), f"{where} tokenizer")
+        data["eval"] = from_mapping(EvalSection, data.get("eval"), f"{where} eval")
+        return from_mapping(cls, data, where)
