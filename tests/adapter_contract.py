@@ -71,3 +71,20 @@ def expert_successes(adapter: EmbodimentAdapter, seeds: list[int]) -> int:
 def required_successes(adapter: EmbodimentAdapter, episodes: int) -> int:
     """Successes expected from the expert on `episodes` seeds, with one episode of slack for chance."""
     return max(1, math.ceil(adapter.expert_success_rate * episodes) - 1)
+
+
+def frame_after_reuse(adapter: EmbodimentAdapter, seed: int, steps: int = 3) -> np.ndarray:
+    """Return the first frame of `seed` in an environment that already played part of another episode."""
+    env = adapter.make_env(seed=seed + 1, image_size=IMAGE_SIZE)
+    try:
+        raw_obs, info = env.reset(seed=seed + 1)
+        expert = adapter.make_expert(env)
+        expert.reset(env, raw_obs, info)
+        for _ in range(steps):
+            raw_obs, _, terminated, truncated, info = env.step(adapter.to_env_action(expert.act(env, raw_obs, info)))
+            if terminated or truncated:
+                break
+        raw_obs, info = env.reset(seed=seed)
+        return adapter.observe(env, raw_obs, info).frames[0].copy()
+    finally:
+        env.close()

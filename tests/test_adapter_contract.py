@@ -10,6 +10,7 @@ from adapter_contract import (
     check_reset_and_step,
     expert_successes,
     first_frame,
+    frame_after_reuse,
     required_successes,
 )
 from gea_envs import ADAPTERS, UnknownNameError, get_adapter
@@ -39,6 +40,13 @@ def test_reset_step_and_action_round_trip(name):
 def test_same_seed_same_first_frame(name):
     adapter = get_adapter(name)
     np.testing.assert_array_equal(first_frame(adapter, 7), first_frame(adapter, 7))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reused_env_resets_like_fresh(name):
+    # Collection and evaluation reuse one environment across seeds.
+    adapter = get_adapter(name)
+    np.testing.assert_array_equal(frame_after_reuse(adapter, 7), first_frame(adapter, 7))
 
 
 @pytest.mark.slow

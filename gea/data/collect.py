@@ -37,15 +37,36 @@ class CollectionSummary:
         return sum(e.success for e in episodes) / len(episodes) if episodes else float("nan")
 
 
-def _collect_one(embodiment: str, seed: int, out_dir: str, image_size: int) -> CollectedEpisode:
+def _collect_chunk(embodiment: str, seeds: list[int], out_dir: str, image_size: int) -> list[CollectedEpisode]:
+    """Collect the episodes of `seeds` with one environment, writing each as soon as it ends."""
     # Runs in a worker process: import here so that each worker sets up its own simulators.
     from gea_envs import get_adapter
     from gea_envs.rollout import run_expert_episode
 
     adapter = get_adapter(embodiment)
-    episode = run_expert_episode(adapter, seed=seed, image_size=image_size)
-    write_episode(out_dir, episode, adapter.action_space.kind, image_size)
-    return CollectedEpisode(embodiment, seed, episode.success, episode.length, episode.episode_return)
+    # One environment serves the whole chunk: `reset(seed=...)` fully determines an episode
+    # (the adapter contract test checks this), and some simulators take seconds to start.
+    env = adapter.make_env(seed=seeds[0], image_size=image_size)
+    results = []
+    try:
+        for seed in seeds:
+            episode = run_expert_episode(adapter, seed=seed, image_size=image_size, env=env)
+            write_episode(out_dir, episode, adapter.action_space.kind, image_size)
+            results.append(CollectedEpisode(embodiment, seed, episode.success, episode.length, episode.episode_return))
+    finally:
+        env.close()
+    return results
+
+
+def _chunks(jobs: list[tuple[str, int]], size: int) -> list[tuple[str, list[int]]]:
+    """Group consecutive jobs of the same embodiment into chunks of at most `size` seeds."""
+    chunks: list[tuple[str, list[int]]] = []
+    for name, seed in jobs:
+        if chunks and chunks[-1][0] == name and len(chunks[-1][1]) < size:
+            chunks[-1][1].append(seed)
+        else:
+            chunks.append((name, [seed]))
+    return chunks
 
 
 def collect(
@@ -56,12 +77,14 @@ def collect(
     image_size: int = 64,
     seed_start: int = 0,
     workers: int = 1,
+    chunk_size: int = 10,
     show_progress: bool = True,
 ) -> CollectionSummary:
     """Run each embodiment's expert for `episodes` seeds and write the episodes under `out_dir`.
 
     Episode ``k`` of every embodiment uses seed ``seed_start + k``. Episodes already
-    stored are skipped, so rerunning an interrupted collection continues it.
+    stored are skipped, so rerunning an interrupted collection continues it. Each worker
+    task plays up to `chunk_size` seeds of one embodiment in one environment.
     """
     from gea_envs import ADAPTERS
 
@@ -88,19 +111,20 @@ def collect(
 
     collected: dict[str, list[CollectedEpisode]] = {name: [] for name in embodiments}
     progress = tqdm(total=len(jobs), desc="collect", unit="episode", disable=not show_progress)
+    chunks = _chunks(jobs, chunk_size)
     if workers == 1:
-        for name, seed in jobs:
-            result = _collect_one(name, seed, str(out_dir), image_size)
-            collected[name].append(result)
-            progress.update()
+        for name, seeds in chunks:
+            results = _collect_chunk(name, seeds, str(out_dir), image_size)
+            collected[name].extend(results)
+            progress.update(len(results))
     else:
-        _collect_parallel(jobs, str(out_dir), image_size, workers, collected, progress)
+        _collect_parallel(chunks, str(out_dir), image_size, workers, collected, progress)
     progress.close()
     return CollectionSummary(collected=collected, skipped=skipped)
 
 
 def _collect_parallel(
-    jobs: list[tuple[str, int]],
+    chunks: list[tuple[str, list[int]]],
     out_dir: str,
     image_size: int,
     workers: int,
@@ -110,21 +134,21 @@ def _collect_parallel(
     # "spawn" because forked workers would inherit MuJoCo/EGL and Chromium state of the parent.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: dict[Future, tuple[str, int]] = {
-            pool.submit(_collect_one, name, seed, out_dir, image_size): (name, seed) for name, seed in jobs
+        pending: dict[Future, tuple[str, list[int]]] = {
+            pool.submit(_collect_chunk, name, seeds, out_dir, image_size): (name, seeds) for name, seeds in chunks
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                name, seed = pending.pop(future)
+                name, seeds = pending.pop(future)
                 try:
-                    result = future.result()
+                    results = future.result()
                 except Exception as error:
                     for other in pending:
                         other.cancel()
                     raise RuntimeError(
-                        f"Collecting {name} seed {seed} failed: {error}. Episodes finished so far are kept in "
-                        f"{out_dir}; rerun the same command to continue."
+                        f"Collecting {name} seeds {seeds[0]}..{seeds[-1]} failed: {error}. Episodes finished so far "
+                        f"are kept in {out_dir}; rerun the same command to continue."
                     ) from error
-                collected[name].append(result)
-                progress.update()
+                collected[name].extend(results)
+                progress.update(len(results))

@@ -36,9 +36,20 @@ class WorkerOutput:
     videos: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict)
 
 
-def _open_slot(index: int, embodiment: str, seed: int, image_size: int, record_video: bool, agent: EvaluationAgent) -> _Slot:
+def _open_slot(
+    index: int,
+    embodiment: str,
+    seed: int,
+    image_size: int,
+    record_video: bool,
+    agent: EvaluationAgent,
+    idle_envs: dict[str, list],
+) -> _Slot:
     adapter = get_adapter(embodiment)
-    env = adapter.make_env(seed=seed, image_size=image_size)
+    # Reuse a finished episode's environment: `reset(seed=...)` fully determines an episode
+    # (checked by the adapter contract test), and some simulators take seconds to start.
+    pool = idle_envs.get(embodiment)
+    env = pool.pop() if pool else adapter.make_env(seed=seed, image_size=image_size)
     raw_obs, info = env.reset(seed=seed)
     step = StepInput(index, adapter, env, raw_obs, info, adapter.observe(env, raw_obs, info))
     agent.begin_episode(step)
@@ -62,29 +73,61 @@ def run_episodes(
     `max_episode_steps` caps each adapter's own step limit (an episode that has not
     reached its goal by then fails).
     """
-    output = WorkerOutput()
-    queue = list(reversed(jobs))
-    slots: dict[int, _Slot] = {}
-    free = list(range(batch_size))
-    while queue or slots:
-        while queue and free:
-            embodiment, seed = queue.pop()
-            index = free.pop()
-            slots[index] = _open_slot(index, embodiment, seed, image_size, (embodiment, seed) in video_jobs, agent)
+    runner = _LockstepRunner(agent, image_size, video_jobs, on_episode, max_episode_steps)
+    try:
+        runner.run(list(reversed(jobs)), batch_size)
+    finally:
+        runner.close()
+    return runner.output
 
-        active = sorted(slots.values(), key=lambda s: s.index)
-        actions = agent.act([slot.step_input for slot in active])
-        for slot, agent_action in zip(active, actions):
-            if _step_slot(slot, agent_action.action, agent_action.valid, max_episode_steps):
-                result = _close_slot(slot)
-                output.results.append(result)
-                if slot.video is not None:
-                    output.videos[(result.embodiment, result.seed)] = slot.video
-                if on_episode is not None:
-                    on_episode(result)
-                del slots[slot.index]
-                free.append(slot.index)
-    return output
+
+class _LockstepRunner:
+    """Keeps up to `batch_size` episodes running and asks the agent for all their actions at once."""
+
+    def __init__(self, agent, image_size, video_jobs, on_episode, max_episode_steps) -> None:
+        self.agent = agent
+        self.image_size = image_size
+        self.video_jobs = video_jobs
+        self.on_episode = on_episode
+        self.max_episode_steps = max_episode_steps
+        self.output = WorkerOutput()
+        self.slots: dict[int, _Slot] = {}
+        self.idle_envs: dict[str, list] = {}
+
+    def run(self, queue: list[tuple[str, int]], batch_size: int) -> None:
+        free = list(range(batch_size))
+        while queue or self.slots:
+            while queue and free:
+                embodiment, seed = queue.pop()
+                index = free.pop()
+                record_video = (embodiment, seed) in self.video_jobs
+                self.slots[index] = _open_slot(
+                    index, embodiment, seed, self.image_size, record_video, self.agent, self.idle_envs
+                )
+
+            active = sorted(self.slots.values(), key=lambda s: s.index)
+            actions = self.agent.act([slot.step_input for slot in active])
+            for slot, agent_action in zip(active, actions):
+                if _step_slot(slot, agent_action.action, agent_action.valid, self.max_episode_steps):
+                    self._finish(slot)
+                    free.append(slot.index)
+
+    def _finish(self, slot: _Slot) -> None:
+        result = _close_slot(slot)
+        self.output.results.append(result)
+        if slot.video is not None:
+            self.output.videos[(result.embodiment, result.seed)] = slot.video
+        if self.on_episode is not None:
+            self.on_episode(result)
+        self.idle_envs.setdefault(result.embodiment, []).append(slot.env)
+        del self.slots[slot.index]
+
+    def close(self) -> None:
+        for slot in self.slots.values():
+            slot.env.close()
+        for envs in self.idle_envs.values():
+            for env in envs:
+                env.close()
 
 
 def _step_slot(slot: _Slot, action, valid: bool, max_episode_steps: Optional[int]) -> bool:
@@ -107,7 +150,6 @@ def _step_slot(slot: _Slot, action, valid: bool, max_episode_steps: Optional[int
 
 def _close_slot(slot: _Slot) -> EpisodeResult:
     outcome = EpisodeOutcome(slot.episode_return, slot.length, slot.goal_reached, truncated=not slot.terminated)
-    slot.env.close()
     return EpisodeResult(
         embodiment=slot.adapter.name,
         seed=slot.seed,
