@@ -10,10 +10,11 @@ import sys
 from typing import Optional, Sequence
 
 import gea.commands
+from gea.errors import GEAError
 
 
-# Errors caused by input (names, files, configs, checkpoints); their messages say what to fix.
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+# Errors caused by input (names, files, configs, checkpoints). Their messages state what to fix.
+USER_ERRORS = (GEAError, ValueError, FileNotFoundError, KeyError)
 
 
 def build_parser() -> argparse.ArgumentParser:

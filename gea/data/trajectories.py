@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from gea.errors import GEAError
 from gea_envs.rollout import EpisodeRecord
 from gea_envs.spaces import Action, ActionKind, UIAction
 
@@ -64,7 +65,7 @@ _ACTION_TYPES = {
 }
 
 
-class CorruptTrajectoryError(RuntimeError):
+class CorruptTrajectoryError(GEAError):
     """Raised when a trajectory file cannot be read; the message names the file and the episode."""
 
 

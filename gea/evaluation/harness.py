@@ -29,7 +29,7 @@ AgentFactory = Callable[[], EvaluationAgent]
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """What to evaluate and how."""
+    """Settings of one evaluation: environments, seed list, episode counts, batching and videos."""
 
     envs: tuple[str, ...]
     episodes: int = 20

@@ -82,7 +82,7 @@ def run_episodes(
 
 
 class _LockstepRunner:
-    """Keeps up to `batch_size` episodes running and asks the agent for all their actions at once."""
+    """Keeps up to `batch_size` episodes running and requests all their actions from the agent in one call."""
 
     def __init__(self, agent, image_size, video_jobs, on_episode, max_episode_steps) -> None:
         self.agent = agent

@@ -51,9 +51,9 @@ class EvalSection:
 class PipelineConfig:
     """Everything `gea run` does; see `experiments/quickstart.yaml`.
 
-    `sft` holds `SFTConfig` fields except `run_dir`, `datasets` and `action_tokenizer`,
-    which the pipeline fills in; `ppo` holds `gea ppo` config fields except `run_dir`,
-    `init` and `envs`.
+    `sft` contains `SFTConfig` fields except `run_dir`, `datasets` and `action_tokenizer`,
+    which the pipeline fills in. `ppo` contains `gea ppo` config fields except `run_dir`,
+    `init` and `envs`, and `ppo_envs` lists the embodiments PPO trains on (default: all).
     """
 
     run_dir: str

@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from gea.errors import GEAError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "checkpoint.json"
@@ -24,7 +26,7 @@ LATEST_NAME = "latest"
 RUN_CHECKPOINTS_FOLDER = "checkpoints"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GEAError):
     """Raised for a missing, incomplete or corrupt checkpoint; the message names the file."""
 
 

@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from gea.errors import GEAError
 from gea.training.bundle import PolicyBundle, load_bundle
 from gea.training.checkpoint import RUN_CHECKPOINTS_FOLDER, CheckpointManager, verify_checkpoint
 from gea.training.config import SFTConfig
@@ -38,7 +39,7 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "sft_config.yaml"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(GEAError):
     """Raised when the loss becomes NaN or infinite; the last good checkpoint is left in place."""
 
 
