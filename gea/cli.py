@@ -43,6 +43,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `gea envs | head`); nothing is left to report.
+        sys.stderr.close()
+        return 0
     except USER_ERRORS as error:
         # Bad input gets its message, not a traceback; --verbose shows the traceback too.
         if args.verbose:
