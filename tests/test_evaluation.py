@@ -91,3 +91,18 @@ def test_report_writes_every_output(tmp_path, registered_line_world):
 def test_config_rejects_empty_envs():
     with pytest.raises(ValueError, match="gea envs"):
         EvaluationConfig(envs=())
+
+
+@pytest.mark.parametrize("name", ["babyai/GoToLocal", "metaworld/reach-v3"])
+def test_harness_reproduces_direct_expert_runs(name):
+    from gea_envs import get_adapter
+    from gea_envs.rollout import run_expert_episode
+
+    config = EvaluationConfig(envs=(name,), episodes=4, workers=2, batch_size=2, videos_per_env=0, image_size=32)
+    result = evaluate(ExpertAgent, config, show_progress=False)
+
+    adapter = get_adapter(name)
+    direct = [run_expert_episode(adapter, seed, 32, record=False) for seed in eval_seeds(4)]
+    assert [e.seed for e in result.episodes] == eval_seeds(4)
+    assert [e.success for e in result.episodes] == [d.success for d in direct]
+    assert [e.length for e in result.episodes] == [d.length for d in direct]

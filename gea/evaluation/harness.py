@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import pickle
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -68,13 +69,31 @@ class EvaluationResult:
         return episode_weighted_average(self.summaries)
 
 
+# Agents built in this worker process, by pickled factory: a worker serves many chunks of
+# one evaluation and loads the agent (e.g. a checkpoint) only once.
+_WORKER_AGENTS: dict[bytes, EvaluationAgent] = {}
+
+
+def _worker_agent(agent_factory: AgentFactory) -> EvaluationAgent:
+    key = pickle.dumps(agent_factory)
+    if key not in _WORKER_AGENTS:
+        _WORKER_AGENTS.clear()
+        _WORKER_AGENTS[key] = agent_factory()
+    return _WORKER_AGENTS[key]
+
+
 def _worker(agent_factory: AgentFactory, jobs, config: EvaluationConfig, video_jobs) -> WorkerOutput:
     import torch
 
     # Each worker owns one core's share; more threads per worker only contend.
     torch.set_num_threads(1)
     return run_episodes(
-        agent_factory(), jobs, config.image_size, config.batch_size, video_jobs, max_episode_steps=config.max_episode_steps
+        _worker_agent(agent_factory),
+        jobs,
+        config.image_size,
+        config.batch_size,
+        video_jobs,
+        max_episode_steps=config.max_episode_steps,
     )
 
 
@@ -108,16 +127,14 @@ def evaluate(agent_factory: AgentFactory, config: EvaluationConfig, show_progres
             )
         )
     else:
-        # Interleave jobs so every worker gets a share of every environment.
-        shards = [jobs[i :: config.workers] for i in range(config.workers)]
+        # Chunks of two batches each: small enough for a live progress bar and an even
+        # spread over workers, large enough to keep every worker's batch full.
+        chunk = 2 * config.batch_size
+        chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_worker, agent_factory, shard, config, video_jobs)
-                for shard in shards
-                if shard
-            ]
-            for future in futures:
+            futures = [pool.submit(_worker, agent_factory, part, config, video_jobs) for part in chunks]
+            for future in as_completed(futures):
                 output = future.result()
                 progress.update(len(output.results))
                 outputs.append(output)
