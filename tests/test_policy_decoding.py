@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from gea.policy import GEAPolicy, GEAPolicyConfig, TinyModelSpec, build_tiny_model
-from gea.policy.decoding import masked_entropy, masked_log_probs
+from gea.policy.decoding import allowed_ids_mask, masked_entropy, masked_log_probs
+from gea.policy.shared_prefix import split_shared_prefixes
 from gea_envs import EmbodimentPrompt
 from gea_tokenizers.constraint import FixedLengthConstraint, TrieConstraint, find_violation
 
@@ -144,6 +145,51 @@ def test_batched_decoding_matches_single_rows(tiny_parts):
             single.log_probs[0, :length], batched.log_probs[row, :length], atol=LOG_PROB_TOLERANCE, rtol=0
         )
         torch.testing.assert_close(single.values[0], batched.values[row], atol=LOG_PROB_TOLERANCE, rtol=0)
+
+
+def test_shared_prefix_act_matches_single_rows(tiny_parts):
+    policy = policy_with_seed(tiny_parts, 9)
+    ids = usable_ids(policy)
+    other_prompt = EmbodimentPrompt(agent="a grid agent", action_space="7 names", simulator="MiniGrid", camera="top")
+    rng = np.random.default_rng(10)
+    inputs = []
+    for prompt, observations in [(PROMPT, 3), (other_prompt, 2), (PROMPT, 1), (PROMPT, 3), (other_prompt, 3)]:
+        frames = [[rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)] for _ in range(observations)]
+        actions = [rng.integers(4, 60, size=2).tolist() for _ in range(observations - 1)]
+        inputs.append(policy.build_input(prompt, "pick up the puck", frames, actions))
+    split = split_shared_prefixes([item.input_ids for item in inputs], policy.base_model.config.image_token_id)
+    assert split is not None
+    assert split.group_of_row.tolist() == [0, 1, 0, 0, 1]
+    constraint = FixedLengthConstraint([ids[100:140]] * 3)
+
+    batched = policy.act(inputs, [constraint] * len(inputs), temperature=0)
+
+    for row, item in enumerate(inputs):
+        single = policy.act([item], [constraint], temperature=0)
+        assert single.token_ids[0] == batched.token_ids[row]
+        torch.testing.assert_close(single.log_probs[0], batched.log_probs[row], atol=LOG_PROB_TOLERANCE, rtol=0)
+        torch.testing.assert_close(single.values[0], batched.values[row], atol=LOG_PROB_TOLERANCE, rtol=0)
+
+
+def test_split_shared_prefixes_needs_a_shared_prefix():
+    image = 3
+    assert split_shared_prefixes([[1, 2, image, 5], [1, 4, image, 6]], image) is None
+    assert split_shared_prefixes([[1, 2, image], [1, 2, 5]], image) is None
+    assert split_shared_prefixes([[image, 2], [image, 2]], image) is None
+    split = split_shared_prefixes([[1, 2, image, 5], [1, 2, image, image, 7], [1, image]], image)
+    assert split.prefixes == [[1, 2], [1]]
+    assert split.group_of_row.tolist() == [0, 0, 1]
+    assert split.suffixes == [[image, 5], [image, image, 7], [image]]
+
+
+def test_allowed_ids_mask_shares_rows_of_one_state():
+    first = FixedLengthConstraint([[1, 4], [2]])
+    second = TrieConstraint([[3, 5], [6]])
+    mask = allowed_ids_mask([first, second, first, first], [[], [3], [1], [4, 2]], vocab_size=8, device="cpu")
+    assert mask[0].nonzero().flatten().tolist() == [1, 4]
+    assert mask[1].nonzero().flatten().tolist() == [5]
+    assert mask[2].nonzero().flatten().tolist() == [2]
+    assert not mask[3].any()
 
 
 def test_sampling_is_reproducible_with_generator(tiny_parts):

@@ -26,19 +26,27 @@ def allowed_ids_mask(
     A row whose prefix is already complete gets an all-False row; callers ignore its
     output. Raises ValueError if a constraint allows an id outside the vocabulary.
     """
-    mask = torch.zeros(len(constraints), vocab_size, dtype=torch.bool)
+    # Rows of one embodiment share a constraint object and often a prefix, so each distinct
+    # (constraint, prefix) state is asked and validated once and its mask row is copied to its rows.
+    state_of_key: dict[tuple[int, tuple[int, ...]], int] = {}
+    state_ids: list[list[int]] = []
+    state_of_row = []
     for row, (constraint, prefix) in enumerate(zip(constraints, prefixes)):
-        allowed = constraint.allowed_next(prefix)
-        if not allowed:
-            continue
-        ids = torch.as_tensor(allowed, dtype=torch.long)
-        if int(ids.max()) >= vocab_size or int(ids.min()) < 0:
-            raise ValueError(
-                f"Row {row}: the constraint allows ids up to {int(ids.max())}, outside the model's vocabulary "
-                f"of {vocab_size}; add the action tokens to the tokenizer and resize the embeddings."
-            )
-        mask[row, ids] = True
-    return mask.to(device)
+        key = (id(constraint), tuple(prefix))
+        if key not in state_of_key:
+            allowed = constraint.allowed_next(prefix)
+            if allowed and (max(allowed) >= vocab_size or min(allowed) < 0):
+                raise ValueError(
+                    f"Row {row}: the constraint allows ids up to {max(allowed)}, outside the model's vocabulary "
+                    f"of {vocab_size}; add the action tokens to the tokenizer and resize the embeddings."
+                )
+            state_of_key[key] = len(state_ids)
+            state_ids.append(allowed)
+        state_of_row.append(state_of_key[key])
+    state_mask = torch.zeros(len(state_ids), vocab_size, dtype=torch.bool)
+    for state, allowed in enumerate(state_ids):
+        state_mask[state, allowed] = True
+    return state_mask[torch.tensor(state_of_row, dtype=torch.long)].to(device)
 
 
 def masked_log_probs(logits: torch.Tensor, allowed: torch.Tensor, temperature: float) -> torch.Tensor:

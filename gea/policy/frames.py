@@ -56,23 +56,41 @@ def preprocess_frames(processor: ImageProcessor, frames: Sequence[np.ndarray]) -
     """Turn HxWx3 uint8 frames into pixel values of shape ``(num_frames, 3, size, size)``.
 
     The steps are those of the processor's multi-image branch: pad to a square with the
-    mean color, resize, rescale to [0, 1], normalize.
+    mean color, resize, rescale to [0, 1], normalize. The output equals the processor's
+    bit for bit. Frames that already have the processor's size skip padding and resizing,
+    which PIL would leave unchanged, and rescaling and normalization run once on the whole
+    stack, with the same float64-then-float32 arithmetic as the processor.
     """
     if not frames:
         raise ValueError("preprocess_frames got no frames; pass at least one HxWx3 uint8 image.")
-    size = SizeDict(height=processor.size["height"], width=processor.size["width"])
-    background = tuple(int(channel * 255) for channel in processor.image_mean)
-    pixel_values = []
+    height, width = processor.size["height"], processor.size["width"]
+    resized = []
     for frame in frames:
         if frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"Expected an HxWx3 RGB frame, got shape {frame.shape}.")
-        image = processor.process_image(frame, do_convert_rgb=False, input_data_format=ChannelDimension.LAST)
-        image = processor.pad_to_square(image, background_color=background)
-        image = processor.resize(image=image, size=size, resample=processor.resample)
-        image = processor.rescale(image=image, scale=processor.rescale_factor)
-        image = processor.normalize(image=image, mean=processor.image_mean, std=processor.image_std)
-        pixel_values.append(image)
-    return torch.from_numpy(np.stack(pixel_values)).float()
+        if frame.dtype == np.uint8 and frame.shape[:2] == (height, width):
+            resized.append(frame)
+        else:
+            resized.append(_pad_and_resize(processor, frame))
+    # Channels-first before the float math: numpy broadcasts a per-channel constant over
+    # contiguous H x W planes several times faster than over a trailing axis of 3.
+    stack = np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
+    # Same dtype steps as transformers' rescale (float64 product, cast to float32) and
+    # normalize (float32 subtraction and division), so the result is identical.
+    scaled = (stack.astype(np.float64) * processor.rescale_factor).astype(np.float32)
+    mean = np.asarray(processor.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(processor.image_std, dtype=np.float32)[:, None, None]
+    return torch.from_numpy((scaled - mean) / std)
+
+
+def _pad_and_resize(processor: ImageProcessor, frame: np.ndarray) -> np.ndarray:
+    """Pad `frame` to a square with the mean color and resize it with PIL; return it channels-last."""
+    size = SizeDict(height=processor.size["height"], width=processor.size["width"])
+    background = tuple(int(channel * 255) for channel in processor.image_mean)
+    image = processor.process_image(frame, do_convert_rgb=False, input_data_format=ChannelDimension.LAST)
+    image = processor.pad_to_square(image, background_color=background)
+    image = processor.resize(image=image, size=size, resample=processor.resample)
+    return np.moveaxis(image, 0, -1)
 
 
 def encode_frames(

@@ -24,6 +24,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from gea.policy.batching import ActionOutput, LeftPaddedIds, ScoreOutput, left_pad
 from gea.policy.configuration_gea import CONFIG_NAME, GEAPolicyConfig
@@ -31,6 +32,7 @@ from gea.policy.decoding import allowed_ids_mask, masked_entropy, masked_log_pro
 from gea.policy.frames import ImageProcessor, encode_frames, preprocess_frames, tokens_per_frame
 from gea.policy.lora import LORA_FOLDER, add_lora, base_state_dict, load_lora
 from gea.policy.prompt import PolicyInput, PromptBuilder
+from gea.policy.shared_prefix import shared_layout, split_shared_prefixes
 from gea.policy.value_head import VALUE_HEAD_WEIGHTS, ValueHead
 from gea_envs import EmbodimentPrompt
 from gea_tokenizers.constraint import PrefixConstraint, find_violation
@@ -49,6 +51,16 @@ class EmbeddedBatch:
     ids: LeftPaddedIds
     inputs_embeds: torch.Tensor
     visual_features: torch.Tensor
+
+
+@dataclass
+class _Prefill:
+    """Language-model outputs of a prompt batch, with the cache columns' mask and positions."""
+
+    outputs: BaseModelOutputWithPast
+    visual_features: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
 
 
 class GEAPolicy(nn.Module):
@@ -289,16 +301,16 @@ class GEAPolicy(nn.Module):
         self._check_batch(inputs, constraints)
         greedy, distribution_temperature = self._resolve_temperature(temperature)
         base = self.base_model
-        batch = self.embed([item.input_ids for item in inputs], [item.frames for item in inputs])
-        outputs = self._forward(batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids, use_cache=True)
+        prefill = self._prefill(inputs)
+        outputs = prefill.outputs
         last_hidden = outputs.last_hidden_state[:, -1]
-        values = self.value_head(last_hidden, batch.visual_features)
+        values = self.value_head(last_hidden, prefill.visual_features)
         logits = base.lm_head(last_hidden)
 
         prefixes: list[list[int]] = [[] for _ in inputs]
         token_log_probs: list[list[torch.Tensor]] = [[] for _ in inputs]
-        attention_mask = batch.ids.attention_mask
-        positions = batch.ids.position_ids[:, -1]
+        attention_mask = prefill.attention_mask
+        positions = prefill.position_ids[:, -1]
         cache = outputs.past_key_values
         allowed = allowed_ids_mask(constraints, prefixes, logits.shape[-1], logits.device)
         if not bool(allowed.any(dim=-1).all()):
@@ -334,6 +346,42 @@ class GEAPolicy(nn.Module):
         log_probs_tensor, mask = _pad_rows(token_log_probs, device=values.device)
         return ActionOutput(token_ids=prefixes, log_probs=log_probs_tensor, mask=mask, values=values)
 
+    def _prefill(self, inputs: Sequence[PolicyInput]) -> _Prefill:
+        """Run the prompts through the language model with a KV cache, sharing common prefixes.
+
+        Rows whose text before the first frame is identical (same embodiment and
+        instruction) get that prefix computed once; see `gea.policy.shared_prefix`.
+        """
+        base = self.base_model
+        sequences = [item.input_ids for item in inputs]
+        frames = [item.frames for item in inputs]
+        split = split_shared_prefixes(sequences, base.config.image_token_id)
+        if split is None:
+            batch = self.embed(sequences, frames)
+            outputs = self._forward(
+                batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids, use_cache=True
+            )
+            return _Prefill(outputs, batch.visual_features, batch.ids.attention_mask, batch.ids.position_ids)
+
+        layout, prefix_ids = shared_layout(split, self.tokenizer.pad_token_id)
+        prefix_outputs = self._forward(
+            base.get_input_embeddings()(prefix_ids.input_ids.to(base.device)),
+            prefix_ids.attention_mask,
+            prefix_ids.position_ids,
+            use_cache=True,
+        )
+        cache = prefix_outputs.past_key_values
+        cache.reorder_cache(split.group_of_row)  # one row per distinct prefix -> one row per input
+        suffix = self.embed(split.suffixes, frames)
+        outputs = self._forward(
+            suffix.inputs_embeds,
+            layout.attention_mask,
+            layout.position_ids[:, layout.prefix_width :],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return _Prefill(outputs, suffix.visual_features, layout.attention_mask, layout.position_ids)
+
     def _reject_image_token(self, allowed: torch.Tensor) -> None:
         # An emitted image placeholder would be taken for a frame slot when the action is scored.
         image_token_id = self.base_model.config.image_token_id
@@ -350,6 +398,22 @@ class GEAPolicy(nn.Module):
                     f"Row {row}: the action {list(prefix)} is incomplete after max_length={constraint.max_length} "
                     "tokens; the constraint's max_length is too small for its grammar."
                 )
+
+    # ------------------------------------------------------------------------------ values
+
+    def values(self, inputs: Sequence[PolicyInput]) -> torch.Tensor:
+        """Return the value estimates ``(batch,)`` of prompts, from one forward pass without decoding.
+
+        They match the `values` of `act` and `score` for the same prompts up to floating-point
+        rounding, because the value head reads the last prompt position and causal attention
+        keeps it independent of the action tokens that follow. Gradients flow to the
+        trainable parameters.
+        """
+        if not inputs:
+            raise ValueError("Got an empty batch; pass at least one PolicyInput.")
+        batch = self.embed([item.input_ids for item in inputs], [item.frames for item in inputs])
+        hidden = self._forward(batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids).last_hidden_state
+        return self.value_head(hidden[:, -1], batch.visual_features)
 
     # ----------------------------------------------------------------------------- scoring
 
