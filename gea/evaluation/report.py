@@ -46,11 +46,11 @@ def _write_bar_chart(result: EvaluationResult, path: Path) -> None:
         [100 * (s.success_rate - s.success_low) for s in result.summaries],
         [100 * (s.success_high - s.success_rate) for s in result.summaries],
     ]
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.8 * len(names) + 2), 4))
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 5.5))
     axis.bar(range(len(names)), rates, yerr=errors, capsize=4, color="tab:blue")
     axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axis.set_ylim(0, 105)
-    axis.set_ylabel("success rate (%), 95 % Wilson interval")
+    axis.set_ylabel("success rate (%)\nbars: 95 % Wilson interval")
     axis.set_title(f"macro average {100 * result.macro_success_rate:.1f} %")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

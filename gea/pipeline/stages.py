@@ -151,6 +151,8 @@ def run_ppo(config: PipelineConfig, paths: RunPaths, init_checkpoint: str) -> di
             "run_dir": str(paths.stage("ppo")),
             "init": init_checkpoint,
             "envs": config.ppo_envs or config.envs,
+            # A rerun after an interruption continues from the stage's latest checkpoint.
+            "resume": True,
         },
         where="ppo section",
     )
