@@ -9,12 +9,21 @@ import psutil
 
 
 def tree_rss_bytes(root: psutil.Process) -> int:
-    """Sum the resident set sizes of `root` and all its descendants (Ray workers, simulators)."""
+    """Sum the resident memory of `root` and all its descendants (Ray workers, simulators).
+
+    Each process counts its proportional set size (PSS): pages shared between processes,
+    such as Chromium's or Ray's shared libraries and object store, are split among them
+    instead of counted once per process as plain RSS would. RSS is the fallback where
+    PSS cannot be read.
+    """
     total = 0
     for process in [root, *root.children(recursive=True)]:
         try:
-            total += process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            try:
+                total += process.memory_full_info().pss
+            except (psutil.AccessDenied, AttributeError):
+                total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return total
 
