@@ -32,9 +32,8 @@ import gea.rl  # noqa: F401  (sets the loopback environment before Ray is import
 import gea_envs
 from gea.rl.algorithm import PPOSettings, build_ppo_config
 from gea.rl.detokenizer import ContinuousCodeDetokenizer
-from gea.rl.distribution import MASKED_LOGIT
 from gea.rl.env import GeaEnvConfig
-from gea.rl.module import PolicyBatch, TokenSample, TokenScores
+from gea.rl.module import PolicyBatch, TokenScores
 from gea.rl.ray_init import init_ray
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,6 @@ class CnnTokenPolicy(nn.Module):
         detokenizer = make_detokenizer(embodiment)
         self.max_tokens = detokenizer.max_action_tokens
         self.vocab_size = detokenizer.vocab_size
-        self.action_vocabulary = list(range(self.vocab_size))
         self.encoder = nn.Sequential(
             nn.Conv2d(3 * FRAME_STACK, 16, kernel_size=4, stride=4),
             nn.ReLU(),
@@ -84,18 +82,25 @@ class CnnTokenPolicy(nn.Module):
         frames = batch.frames.float().div(255.0).permute(0, 1, 4, 2, 3).flatten(1, 2)
         return self.encoder(frames)
 
-    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+    def _scores(self, features: torch.Tensor, token_ids: torch.Tensor = None, greedy: bool = False) -> TokenScores:
         logits = self.logits_head(features).view(-1, self.max_tokens, self.vocab_size)
-        return torch.where(self.allowed, logits, torch.full_like(logits, MASKED_LOGIT))
+        log_probs = torch.log_softmax(logits.masked_fill(~self.allowed, -1e9), dim=-1)
+        if token_ids is None:
+            token_ids = log_probs.argmax(-1) if greedy else torch.distributions.Categorical(logits=log_probs).sample()
+        entropy = -(log_probs.exp() * log_probs).masked_fill(~self.allowed, 0.0).sum(-1)
+        return TokenScores(
+            token_ids=token_ids,
+            log_probs=log_probs.gather(-1, token_ids[..., None]).squeeze(-1),
+            values=self.value_head(features).squeeze(-1),
+            entropy=entropy,
+            log_allowed=self.allowed.sum(-1).float().log().expand_as(entropy),
+        )
 
-    def sample_tokens(self, batch: PolicyBatch, greedy: bool) -> TokenSample:
-        logits = self._logits(self._features(batch))
-        tokens = logits.argmax(-1) if greedy else torch.distributions.Categorical(logits=logits).sample()
-        return TokenSample(token_ids=tokens, logits=logits)
+    def sample_tokens(self, batch: PolicyBatch, greedy: bool) -> TokenScores:
+        return self._scores(self._features(batch), greedy=greedy)
 
     def score_tokens(self, batch: PolicyBatch, token_ids: torch.Tensor) -> TokenScores:
-        features = self._features(batch)
-        return TokenScores(logits=self._logits(features), values=self.value_head(features).squeeze(-1))
+        return self._scores(self._features(batch), token_ids.long())
 
     def compute_values(self, batch: PolicyBatch) -> torch.Tensor:
         return self.value_head(self._features(batch)).squeeze(-1)

@@ -11,8 +11,10 @@ from gea.rl.env import (
     INFO_DECODE_VALID,
     INFO_DECODE_VALID_RATE,
     INFO_SUCCESS,
+    OBS_ACTION_HISTORY,
     OBS_EMBODIMENT,
     OBS_FRAMES,
+    OBS_HISTORY_LENGTH,
     OBS_INSTRUCTION,
     OBS_PROPRIO,
     OBS_PROPRIO_LENGTH,
@@ -60,6 +62,30 @@ def test_step_decodes_valid_tokens(reacher_env):
     # The newest frame moves to the last slot and the previous newest becomes the oldest.
     np.testing.assert_array_equal(observation[OBS_FRAMES][0], first[OBS_FRAMES][1])
     assert np.isfinite(reward)
+
+
+def test_action_history_follows_steps(reacher_env):
+    first, _ = reacher_env.reset(seed=3)
+    assert int(first[OBS_HISTORY_LENGTH]) == 1
+    assert (first[OBS_ACTION_HISTORY] == PAD_TOKEN_ID).all()
+    actions = [valid_tokens(REACHER, np.array([value, -value], np.float32)) for value in (0.5, -0.25)]
+    observation, *_ = reacher_env.step(actions[0])
+    assert int(observation[OBS_HISTORY_LENGTH]) == 2
+    np.testing.assert_array_equal(observation[OBS_ACTION_HISTORY][-1], actions[0])
+    observation, *_ = reacher_env.step(actions[1])
+    # frame_stack is 2, so the history keeps only the action after the older stacked frame.
+    assert int(observation[OBS_HISTORY_LENGTH]) == 2
+    np.testing.assert_array_equal(observation[OBS_ACTION_HISTORY][-1], actions[1])
+    assert reacher_env.observation_space.contains(observation)
+
+
+def test_step_limit_caps_adapter_limit():
+    env = GeaEmbodimentEnv(make_env_config(max_episode_steps=3), REACHER, seed=3)
+    env.reset(seed=3)
+    tokens = valid_tokens(REACHER, np.zeros(2, np.float32))
+    truncated = [env.step(tokens)[3] for _ in range(3)]
+    env.close()
+    assert truncated == [False, False, True]
 
 
 def test_step_reports_invalid_tokens(reacher_env):

@@ -39,10 +39,10 @@ def test_expert_source_matches_env_space():
         episodes.append(episode)
     config = make_env_config()
     detokenizer = make_detokenizer()
-    source = RecordedEpisodeExpertSource(episodes, config, detokenizer.encode)
+    source = RecordedEpisodeExpertSource(episodes, config, detokenizer)
     batch = source.sample(6, np.random.default_rng(0))
 
-    space = observation_space(config)
+    space = observation_space(config, detokenizer)
     for row in range(6):
         observation = {key: value[row] for key, value in batch[Columns.OBS].items()}
         assert space.contains(observation)
@@ -58,4 +58,6 @@ def test_expert_source_rejects_foreign_embodiment():
     adapter = gea_envs.get_adapter(EMBODIMENTS[1])
     episode = run_expert_episode(adapter, 0, image_size=16, expert=ZeroExpert(adapter.action_space.dim))
     with pytest.raises(ValueError, match="not an embodiment of this run"):
-        RecordedEpisodeExpertSource([episode], make_env_config(embodiments=EMBODIMENTS[:1]), make_detokenizer().encode)
+        RecordedEpisodeExpertSource(
+            [episode], make_env_config(embodiments=EMBODIMENTS[:1]), make_detokenizer()
+        )

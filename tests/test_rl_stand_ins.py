@@ -2,7 +2,8 @@
 
 The policy replaces `gea.policy.GEAPolicy` behind `gea.rl.module.ActionTokenPolicy`:
 a small CNN whose per-position logits do not depend on earlier tokens, so sampling
-the positions independently is exact. Ray runs these factories in its worker
+the positions independently is exact. It keeps the MuJoCo training and fault-tolerance
+tests fast; `tests/test_ppo_*.py` run the real policy. Ray runs these factories in its worker
 processes, which cannot import the tests folder, so this module is pickled by value.
 """
 
@@ -18,9 +19,8 @@ from torch import nn
 import gea.rl  # noqa: F401  (keeps Ray on loopback before it is imported)
 import gea_envs
 from gea.rl.detokenizer import ContinuousCodeDetokenizer
-from gea.rl.distribution import MASKED_LOGIT
 from gea.rl.env import GeaEnvConfig
-from gea.rl.module import PolicyBatch, TokenSample, TokenScores
+from gea.rl.module import PolicyBatch, TokenScores
 from gea_tokenizers.binning import BinningConfig, BinningTokenizer
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -63,7 +63,6 @@ class StandInPolicy(nn.Module):
         super().__init__()
         detokenizer = make_detokenizer(embodiments)
         self.max_tokens = detokenizer.max_action_tokens
-        self.action_vocabulary = list(range(VOCAB_SIZE))
         self.encoder = nn.Sequential(
             nn.Conv2d(3 * frames, 8, kernel_size=4, stride=4),
             nn.ReLU(),
@@ -88,23 +87,35 @@ class StandInPolicy(nn.Module):
         frames = frames.permute(0, 1, 4, 2, 3).flatten(1, 2)
         return self.encoder(frames) + self.embodiment_embedding(batch.embodiment_indices)
 
-    def _masked_logits(self, batch: PolicyBatch, features: torch.Tensor) -> torch.Tensor:
+    def _log_probs(self, batch: PolicyBatch, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits_head(features).view(-1, self.max_tokens, VOCAB_SIZE)
         allowed = self.allowed[batch.embodiment_indices]
-        return torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
+        return torch.log_softmax(logits.masked_fill(~allowed, -1e9), dim=-1), allowed
 
-    def sample_tokens(self, batch: PolicyBatch, greedy: bool) -> TokenSample:
-        logits = self._masked_logits(batch, self._features(batch))
+    def _scores(self, log_probs, allowed, token_ids, values) -> TokenScores:
+        probabilities = log_probs.exp()
+        return TokenScores(
+            token_ids=token_ids,
+            log_probs=log_probs.gather(-1, token_ids[..., None]).squeeze(-1),
+            values=values,
+            entropy=-(probabilities * log_probs).masked_fill(~allowed, 0.0).sum(dim=-1),
+            log_allowed=allowed.sum(dim=-1).float().log(),
+        )
+
+    def sample_tokens(self, batch: PolicyBatch, greedy: bool) -> TokenScores:
+        features = self._features(batch)
+        log_probs, allowed = self._log_probs(batch, features)
         if greedy:
-            token_ids = logits.argmax(dim=-1)
+            token_ids = log_probs.argmax(dim=-1)
         else:
-            token_ids = torch.distributions.Categorical(logits=logits).sample()
-        return TokenSample(token_ids=token_ids, logits=logits)
+            token_ids = torch.distributions.Categorical(logits=log_probs).sample()
+        return self._scores(log_probs, allowed, token_ids, self.value_head(features).squeeze(-1))
 
     def score_tokens(self, batch: PolicyBatch, token_ids: torch.Tensor) -> TokenScores:
         self.forward_calls += 1
         features = self._features(batch)
-        return TokenScores(logits=self._masked_logits(batch, features), values=self.value_head(features).squeeze(-1))
+        log_probs, allowed = self._log_probs(batch, features)
+        return self._scores(log_probs, allowed, token_ids.long(), self.value_head(features).squeeze(-1))
 
     def compute_values(self, batch: PolicyBatch) -> torch.Tensor:
         return self.value_head(self._features(batch)).squeeze(-1)

@@ -54,7 +54,8 @@ def make_expert_source():
         adapter = gea_envs.get_adapter(name)
         record = run_expert_episode(adapter, seed, image_size=16, expert=RandomExpert(adapter.action_space))
         episodes.append(record)
-    return RecordedEpisodeExpertSource(episodes, make_env_config(), make_detokenizer().encode)
+    detokenizer = make_detokenizer()
+    return RecordedEpisodeExpertSource(episodes, make_env_config(), detokenizer)
 
 
 def small_settings(**overrides) -> PPOSettings:

@@ -18,7 +18,7 @@ from gea.rl.learner import (
     SFT_COEFF_KEY,
     GeaPPOTorchLearner,
 )
-from gea.rl.module import ENVS_KEY, POLICY_FACTORY_KEY, GeaTorchRLModule
+from gea.rl.module import ENVS_KEY, NUM_CAMERAS_KEY, POLICY_FACTORY_KEY, GeaTorchRLModule
 
 
 @dataclass
@@ -128,14 +128,18 @@ def build_ppo_config(
     env_name = register_gea_env()
     module_spec = RLModuleSpec(
         module_class=GeaTorchRLModule,
-        model_config={POLICY_FACTORY_KEY: policy_factory, ENVS_KEY: env_config.envs},
+        model_config={
+            POLICY_FACTORY_KEY: policy_factory,
+            ENVS_KEY: env_config.envs,
+            NUM_CAMERAS_KEY: env_config.num_cameras,
+        },
     )
     return (
         PPOConfig()
         .environment(
             env=env_name,
             env_config={"gea": env_config},
-            observation_space=observation_space(env_config),
+            observation_space=observation_space(env_config, detokenizer),
             action_space=action_space(detokenizer),
         )
         .env_runners(

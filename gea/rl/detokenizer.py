@@ -16,6 +16,7 @@ import numpy as np
 from gea_envs.spaces import Action
 
 if TYPE_CHECKING:
+    from gea_tokenizers import ActionDetokenizer as PolicyActionDetokenizer
     from gea_tokenizers.continuous import ContinuousTokenizer
 
 
@@ -120,3 +121,48 @@ class ContinuousCodeDetokenizer:
         if problems:
             return DecodedAction(action=action, valid=False, reason="; ".join(problems))
         return DecodedAction(action=action, valid=True)
+
+
+class PaddedDetokenizer:
+    """`gea_tokenizers.ActionDetokenizer` behind the fixed-width token-id actions of the RL environment.
+
+    The pad id is ``len(llm_tokenizer)``, one past the tokenizer's last id. No constraint
+    allows it, so it never collides with a real action token (the end-of-sequence token
+    that ends discrete and UI actions included), and stripping trailing pads recovers
+    every action exactly. `vocab_size` counts it.
+    """
+
+    def __init__(self, detokenizer: "PolicyActionDetokenizer", embodiments: Sequence[str]) -> None:
+        missing = sorted(set(embodiments) - set(detokenizer.embodiments))
+        if missing:
+            raise ValueError(
+                f"The action tokenizer does not cover {missing}; it covers {detokenizer.embodiments}. "
+                "Train (SFT) on data of those embodiments first."
+            )
+        self.detokenizer = detokenizer
+        self.embodiments = tuple(embodiments)
+        self.pad_token_id = len(detokenizer.llm_tokenizer)
+        self.vocab_size = self.pad_token_id + 1
+        self.max_action_tokens = max(detokenizer.constraint(name).max_length for name in self.embodiments)
+
+    def decode(self, embodiment: str, token_ids: Sequence[int]) -> DecodedAction:
+        decoded = self.detokenizer.decode(embodiment, token_ids)
+        return DecodedAction(action=decoded.action, valid=decoded.valid, reason=decoded.reason)
+
+    def pad(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Return `token_ids` padded to ``(max_action_tokens,)``; longer sequences raise ValueError."""
+        if len(token_ids) > self.max_action_tokens:
+            raise ValueError(
+                f"An action of {len(token_ids)} tokens does not fit max_action_tokens={self.max_action_tokens}."
+            )
+        padded = np.full(self.max_action_tokens, self.pad_token_id, dtype=np.int64)
+        padded[: len(token_ids)] = np.asarray(token_ids, dtype=np.int64)
+        return padded
+
+    def encode(self, embodiment: str, action: Action) -> np.ndarray:
+        """Return the padded token ids of one agent-level action."""
+        return self.pad(self.detokenizer.encode(embodiment, action))
+
+    def encode_many(self, embodiment: str, actions: Sequence[Action]) -> np.ndarray:
+        """Return the padded token ids ``(len(actions), max_action_tokens)`` of one embodiment's actions."""
+        return np.stack([self.pad(ids) for ids in self.detokenizer.encode_many(embodiment, actions)])

@@ -1,98 +1,96 @@
-"""The action distribution over a fixed-length sequence of action tokens.
+"""The action distribution of GEA's RL module: the scores of one token sequence per row.
 
-Its inputs are per-position logits of shape ``(..., max_action_tokens, K)`` in which
-the tokens the embodiment's constraint forbids at that position are set to
-`MASKED_LOGIT`. The log-probability of a sequence is the sum of its positions'
-log-probabilities, which is exact for teacher-forced logits: the logits at position
-``i`` were computed given the sequence's own tokens before ``i``.
+A policy over a large language-model vocabulary scores an action token by token under
+the embodiment's prefix constraint. Storing the masked logits of every position
+would cost ``max_action_tokens * vocab_size`` floats per step, so the distribution
+carries only what PPO needs, for the sequence it was scored on: per position the
+token id, its log-probability, the entropy of that position's masked distribution and
+the log of how many tokens the constraint allowed there. Its inputs have shape
+``(..., max_action_tokens, 4)`` in that column order; positions past the end of an
+action hold log-probability 0, entropy 0 and log-count 0.
+
+The log-probability of the sequence is the sum of its per-token masked
+log-probabilities, which is exact because the scores were computed with the sequence's
+own earlier tokens (teacher forcing). The module samples autoregressively itself, so
+this class has no `sample`.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import gymnasium as gym
 import torch
-from ray.rllib.core.distribution.torch.torch_distribution import TorchDeterministic, TorchDistribution
+from ray.rllib.core.distribution.distribution import Distribution
 
-# Finite rather than -inf: softmax still gives such a token probability 0, and terms
-# like 0 * log p stay 0 instead of NaN in the entropy and KL.
-MASKED_LOGIT = -1e9
-_VALID_THRESHOLD = MASKED_LOGIT / 2
+TOKEN_COLUMN = 0
+LOGP_COLUMN = 1
+ENTROPY_COLUMN = 2
+LOG_ALLOWED_COLUMN = 3
+NUM_COLUMNS = 4
 
 
-class TokenSequenceDistribution(TorchDistribution):
-    """Categorical per position, summed over positions; samples are token ids.
+def pack_scores(
+    token_ids: torch.Tensor, log_probs: torch.Tensor, entropy: torch.Tensor, log_allowed: torch.Tensor
+) -> torch.Tensor:
+    """Stack four ``(..., max_action_tokens)`` tensors into the distribution's inputs.
 
-    ``K`` indexes `vocabulary` (a sorted 1-D tensor of token ids) when the class comes
-    from `for_vocabulary`, so a module can score a few hundred action tokens of a much
-    larger language-model vocabulary. Without a vocabulary, index ``k`` is token id ``k``.
-
-    `sample` draws the positions independently, which matches the policy only where
-    the logits of a position do not depend on earlier tokens. The GEA module therefore
-    samples autoregressively itself, so RLlib never calls this `sample` for it.
+    Token ids travel as float32, which represents every id below 2**24 exactly.
     """
+    if int(token_ids.max()) >= 2**24:
+        raise ValueError(f"Token id {int(token_ids.max())} cannot be stored exactly as float32; ids must be below 2**24.")
+    columns = [token_ids.to(log_probs.dtype), log_probs, entropy.to(log_probs.dtype), log_allowed.to(log_probs.dtype)]
+    return torch.stack(columns, dim=-1)
 
-    vocabulary: Optional[torch.Tensor] = None
 
-    def __init__(self, logits: torch.Tensor) -> None:
-        if logits.dim() < 2:
-            raise ValueError(f"Expected logits of shape (..., positions, K), got shape {tuple(logits.shape)}.")
-        self.logits = logits
-        super().__init__(logits=logits)
+def approximate_kl(old_logp: torch.Tensor, new_logp: torch.Tensor) -> torch.Tensor:
+    """Estimate KL(old || new) per sample from log-probabilities of actions drawn from `old`.
 
-    def _get_torch_distribution(self, logits: torch.Tensor) -> torch.distributions.Distribution:
-        return torch.distributions.Categorical(logits=logits, validate_args=False)
+    The estimator ``(r - 1) - log r`` with ``r = new / old`` is non-negative and, since
+    ``E_old[r] = 1``, unbiased; it needs no full distributions.
+    """
+    log_ratio = new_logp - old_logp
+    return torch.expm1(log_ratio) - log_ratio
 
-    @classmethod
-    def for_vocabulary(cls, vocabulary: Sequence[int]) -> type["TokenSequenceDistribution"]:
-        """Return a subclass whose logit index ``k`` stands for token id ``vocabulary[k]``."""
-        ids = torch.as_tensor(list(vocabulary), dtype=torch.long)
-        if ids.dim() != 1 or ids.numel() == 0 or not bool(torch.all(ids[1:] > ids[:-1])):
-            raise ValueError("The vocabulary must be a non-empty, strictly increasing sequence of token ids.")
-        return type(f"{cls.__name__}OverVocabulary", (cls,), {"vocabulary": ids})
+
+class TokenSequenceDistribution(Distribution):
+    """Per-row scores of one action token sequence; see the module docstring for the layout."""
+
+    def __init__(self, inputs: torch.Tensor) -> None:
+        if inputs.dim() < 2 or inputs.shape[-1] != NUM_COLUMNS:
+            raise ValueError(
+                f"Expected inputs of shape (..., positions, {NUM_COLUMNS}) from pack_scores, got {tuple(inputs.shape)}."
+            )
+        self.inputs = inputs
+        self.token_ids = inputs[..., TOKEN_COLUMN].round().long()
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TokenSequenceDistribution":
-        return cls(logits=logits)
+        """Build from the packed scores (RLlib passes every module's distribution inputs by this name)."""
+        return cls(logits)
 
     @staticmethod
     def required_input_dim(space: gym.Space, **kwargs) -> int:
         if not isinstance(space, gym.spaces.MultiDiscrete):
             raise TypeError(f"TokenSequenceDistribution needs a MultiDiscrete action space, got {space}.")
-        return int(space.nvec.sum())
-
-    def _ids_to_indices(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return logit indices of `token_ids` and whether each id is in the vocabulary."""
-        token_ids = token_ids.long()
-        if self.vocabulary is None:
-            known = (token_ids >= 0) & (token_ids < self.logits.shape[-1])
-            return token_ids.clamp(0, self.logits.shape[-1] - 1), known
-        vocabulary = self.vocabulary.to(token_ids.device)
-        indices = torch.searchsorted(vocabulary, token_ids).clamp(max=vocabulary.numel() - 1)
-        return indices, vocabulary[indices] == token_ids
-
-    def _indices_to_ids(self, indices: torch.Tensor) -> torch.Tensor:
-        if self.vocabulary is None:
-            return indices
-        return self.vocabulary.to(indices.device)[indices]
+        return int(space.nvec.size) * NUM_COLUMNS
 
     def logp(self, value: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Sum of per-position log-probabilities of the token ids `value` (shape ``(..., positions)``)."""
-        indices, known = self._ids_to_indices(value)
-        position_logp = self._dist.log_prob(indices)
-        # An id outside the vocabulary has probability 0, like a masked token.
-        position_logp = torch.where(known, position_logp, torch.full_like(position_logp, MASKED_LOGIT))
-        return position_logp.sum(dim=-1)
+        """Sum of per-position log-probabilities of `value`, which must be the scored sequence."""
+        if value.shape != self.token_ids.shape or not torch.equal(value.long(), self.token_ids.to(value.device)):
+            raise ValueError(
+                "TokenSequenceDistribution only knows the log-probability of the token ids it was scored on; "
+                "score the requested ids with the module's forward_train first."
+            )
+        return self.inputs[..., LOGP_COLUMN].sum(dim=-1)
 
-    def entropy(self) -> torch.Tensor:
+    def entropy(self, **kwargs) -> torch.Tensor:
         """Sum over positions of each position's entropy given the sequence's earlier tokens."""
-        return self._dist.entropy().sum(dim=-1)
+        return self.inputs[..., ENTROPY_COLUMN].sum(dim=-1)
 
     def max_entropy(self) -> torch.Tensor:
         """Entropy of the uniform distribution over each position's allowed tokens, summed over positions."""
-        allowed = (self.logits > _VALID_THRESHOLD).sum(dim=-1).clamp(min=1)
-        return torch.log(allowed.to(self.logits.dtype)).sum(dim=-1)
+        return self.inputs[..., LOG_ALLOWED_COLUMN].sum(dim=-1)
 
     def normalized_entropy(self) -> torch.Tensor:
         """`entropy` divided by `max_entropy`, in [0, 1]; 0 where only one sequence is allowed.
@@ -104,15 +102,14 @@ class TokenSequenceDistribution(TorchDistribution):
         safe_maximum = torch.where(maximum > 0, maximum, torch.ones_like(maximum))
         return torch.where(maximum > 0, self.entropy() / safe_maximum, torch.zeros_like(maximum))
 
-    def kl(self, other: "TokenSequenceDistribution") -> torch.Tensor:
-        return torch.distributions.kl.kl_divergence(self._dist, other._dist).sum(dim=-1)
+    def kl(self, other: "Distribution", **kwargs) -> torch.Tensor:
+        raise NotImplementedError(
+            "The exact KL needs every token's probability, which this distribution does not keep; "
+            "use gea.rl.distribution.approximate_kl on the two log-probabilities of the sampled actions."
+        )
 
-    def sample(self, *, sample_shape=None) -> torch.Tensor:
-        indices = self._dist.sample(sample_shape if sample_shape is not None else torch.Size())
-        return self._indices_to_ids(indices)
+    def sample(self, *, sample_shape: Optional[tuple] = None, **kwargs) -> torch.Tensor:
+        raise NotImplementedError("GEA's module samples action tokens autoregressively itself; this class cannot sample.")
 
-    def rsample(self, *, sample_shape=None):
+    def rsample(self, *, sample_shape: Optional[tuple] = None, **kwargs) -> torch.Tensor:
         raise NotImplementedError("Token sequences are discrete and have no reparameterized sample.")
-
-    def to_deterministic(self) -> TorchDeterministic:
-        return TorchDeterministic(loc=self._indices_to_ids(torch.argmax(self.logits, dim=-1)))

@@ -3,7 +3,13 @@
 Observation (a `gymnasium.spaces.Dict`, identical for every embodiment of a run so one
 module serves them all):
 
-- ``frames``: uint8 ``(frame_stack * num_cameras, H, W, 3)``, oldest frame first.
+- ``frames``: uint8 ``(frame_stack * num_cameras, H, W, 3)``, oldest frame first. Until
+  an episode has ``frame_stack`` observations, its first frame fills the older slots.
+- ``history_length``: how many of the last ``frame_stack`` observation slots are real
+  observations of this episode (1 at reset), so a policy can rebuild the exact prompt.
+- ``action_history``: int64 ``(frame_stack - 1, max_action_tokens)``, the padded token ids
+  of the actions taken after each stacked observation but the current one, oldest
+  first; only when ``frame_stack > 1``. Rows without a real action hold only padding.
 - ``proprio``: float32 ``(max_proprio_dim,)``, zero-padded; only when ``max_proprio_dim > 0``.
 - ``proprio_length``: how many leading ``proprio`` entries are real.
 - ``embodiment``: index into `GeaEnvConfig.envs`; the module looks up the prompt text.
@@ -45,6 +51,8 @@ OBS_PROPRIO = "proprio"
 OBS_PROPRIO_LENGTH = "proprio_length"
 OBS_EMBODIMENT = "embodiment"
 OBS_INSTRUCTION = "instruction"
+OBS_HISTORY_LENGTH = "history_length"
+OBS_ACTION_HISTORY = "action_history"
 
 INFO_EMBODIMENT = "embodiment"
 INFO_DECODE_VALID = "decode_valid"
@@ -68,6 +76,7 @@ class GeaEnvConfig:
         max_instruction_bytes: longest UTF-8 instruction; longer ones raise.
         invalid_action_penalty: reward added on a step whose tokens decoded invalid.
         seed: base seed; runner ``k`` builds its simulator with ``seed + k``.
+        max_episode_steps: caps every adapter's own step limit; None keeps each adapter's.
         adapter_modules: modules to import on each runner before the adapter lookup, for
             adapters registered outside `gea_envs.adapters`.
         adapter_factories: adapters to register on each runner, for embodiments defined
@@ -83,6 +92,7 @@ class GeaEnvConfig:
     max_instruction_bytes: int = 256
     invalid_action_penalty: float = 0.0
     seed: int = 0
+    max_episode_steps: Optional[int] = None
     adapter_modules: tuple[str, ...] = ()
     adapter_factories: Mapping[str, Callable[[], EmbodimentAdapter]] = field(default_factory=dict)
 
@@ -101,6 +111,8 @@ class GeaEnvConfig:
         ):
             if value < minimum:
                 raise ValueError(f"GeaEnvConfig.{name} must be at least {minimum}, got {value}.")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"GeaEnvConfig.max_episode_steps must be at least 1 or None, got {self.max_episode_steps}.")
         if not callable(self.detokenizer_factory):
             raise TypeError(f"GeaEnvConfig.detokenizer_factory must be callable, got {self.detokenizer_factory!r}.")
 
@@ -109,14 +121,21 @@ class GeaEnvConfig:
         return self.envs[max(worker_index - 1, 0) % len(self.envs)]
 
 
-def observation_space(config: GeaEnvConfig) -> gym.spaces.Dict:
-    """Build the observation space shared by every embodiment of a run."""
+def observation_space(config: GeaEnvConfig, detokenizer: ActionDetokenizer) -> gym.spaces.Dict:
+    """Build the observation space shared by every embodiment of a run (`detokenizer` shapes the action history)."""
     size = config.image_size
     spaces: dict[str, gym.Space] = {
         OBS_FRAMES: gym.spaces.Box(0, 255, (config.frame_stack * config.num_cameras, size, size, 3), np.uint8),
         OBS_EMBODIMENT: gym.spaces.Discrete(len(config.envs)),
         OBS_INSTRUCTION: gym.spaces.Box(0, 255, (config.max_instruction_bytes,), np.uint8),
+        # Discrete(n, start=1) is not converted to a tensor by every RLlib connector, so the
+        # count is a Box of one int64.
+        OBS_HISTORY_LENGTH: gym.spaces.Box(1, config.frame_stack, (), np.int64),
     }
+    if config.frame_stack > 1:
+        spaces[OBS_ACTION_HISTORY] = gym.spaces.Box(
+            0, detokenizer.vocab_size - 1, (config.frame_stack - 1, detokenizer.max_action_tokens), np.int64
+        )
     if config.max_proprio_dim:
         spaces[OBS_PROPRIO] = gym.spaces.Box(-np.inf, np.inf, (config.max_proprio_dim,), np.float32)
         spaces[OBS_PROPRIO_LENGTH] = gym.spaces.Discrete(config.max_proprio_dim + 1)
@@ -176,22 +195,39 @@ def stack_observation(
     frame_history: list[np.ndarray],
     proprio: Optional[np.ndarray],
     instruction: np.ndarray,
+    action_history: list[np.ndarray],
+    detokenizer: ActionDetokenizer,
 ) -> dict[str, np.ndarray]:
-    """Build one observation of `observation_space(config)`.
+    """Build one observation of `observation_space`.
 
     Args:
-        frame_history: the last ``frame_stack`` steps' frames, oldest first, each of
-            shape ``(num_cameras, H, W, 3)``.
+        frame_history: the episode's last observations' frames, at most ``frame_stack`` of
+            them, oldest first, each of shape ``(num_cameras, H, W, 3)``.
         proprio: the adapter's proprioception vector, or None.
         instruction: the output of `encode_instruction`.
+        action_history: the padded token ids of the actions taken after each entry of
+            `frame_history` but the last, so one fewer entry.
+        detokenizer: the run's de-tokenizer; its pad id fills action-history rows that
+            have no real action.
     """
-    if len(frame_history) != config.frame_stack:
-        raise ValueError(f"Expected {config.frame_stack} steps of frames, got {len(frame_history)}.")
+    if not 1 <= len(frame_history) <= config.frame_stack:
+        raise ValueError(f"Expected 1 to {config.frame_stack} steps of frames, got {len(frame_history)}.")
+    if len(action_history) != len(frame_history) - 1:
+        raise ValueError(
+            f"Expected one action per observation but the last: {len(frame_history)} observations and "
+            f"{len(action_history)} actions."
+        )
+    steps = [check_frames(config, embodiment, list(step)) for step in frame_history]
+    # Older slots repeat the episode's first frame, as if the agent had waited before it.
+    steps = [steps[0]] * (config.frame_stack - len(steps)) + steps
     result = {
-        OBS_FRAMES: np.concatenate([check_frames(config, embodiment, list(step)) for step in frame_history], axis=0),
+        OBS_FRAMES: np.concatenate(steps, axis=0),
         OBS_EMBODIMENT: config.envs.index(embodiment),
         OBS_INSTRUCTION: instruction,
+        OBS_HISTORY_LENGTH: np.asarray(len(frame_history), dtype=np.int64),
     }
+    if config.frame_stack > 1:
+        result[OBS_ACTION_HISTORY] = _pad_action_history(config, action_history, detokenizer)
     if config.max_proprio_dim:
         padded = np.zeros(config.max_proprio_dim, dtype=np.float32)
         length = 0
@@ -209,6 +245,20 @@ def stack_observation(
     return result
 
 
+def _pad_action_history(
+    config: GeaEnvConfig, action_history: list[np.ndarray], detokenizer: ActionDetokenizer
+) -> np.ndarray:
+    """Right-align `action_history` in ``frame_stack - 1`` rows, like the frames they follow."""
+    rows = [np.asarray(action, dtype=np.int64).reshape(-1) for action in action_history]
+    width = detokenizer.max_action_tokens
+    if any(row.shape[0] != width for row in rows):
+        raise ValueError(f"Every action of the action history must be padded to max_action_tokens={width}.")
+    history = np.full((config.frame_stack - 1, width), detokenizer.pad_token_id, dtype=np.int64)
+    if rows:
+        history[len(history) - len(rows) :] = np.stack(rows)
+    return history
+
+
 class GeaEmbodimentEnv(gym.Env):
     """One embodiment's simulator with token-id actions and a run-wide observation space."""
 
@@ -222,10 +272,14 @@ class GeaEmbodimentEnv(gym.Env):
         self.embodiment_index = config.envs.index(embodiment)
         self.adapter = resolve_adapter(config, embodiment)
         self.detokenizer = config.detokenizer_factory()
-        self.observation_space = observation_space(config)
+        self.observation_space = observation_space(config, self.detokenizer)
         self.action_space = action_space(self.detokenizer)
+        self.step_limit = self.adapter.max_episode_steps
+        if config.max_episode_steps is not None:
+            self.step_limit = min(self.step_limit, config.max_episode_steps)
         self._env = self.adapter.make_env(seed=seed, image_size=config.image_size)
         self._frames: deque[np.ndarray] = deque(maxlen=config.frame_stack)
+        self._actions: deque[np.ndarray] = deque(maxlen=max(config.frame_stack - 1, 0))
         self._instruction = np.zeros(config.max_instruction_bytes, dtype=np.uint8)
         self._last_observation: Optional[dict[str, np.ndarray]] = None
         self._reset_episode_statistics()
@@ -243,15 +297,16 @@ class GeaEmbodimentEnv(gym.Env):
         observation = self.adapter.observe(self._env, raw_obs, info)
         self._instruction = encode_instruction(observation.instruction, self.config.max_instruction_bytes)
         self._frames.clear()
-        for _ in range(self.config.frame_stack):
-            self._frames.append(self._checked_frames(observation))
+        self._actions.clear()
+        self._frames.append(self._checked_frames(observation))
         self._last_observation = self._build_observation(observation)
         return self._last_observation, {INFO_EMBODIMENT: self.embodiment}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self._last_observation is None:
             raise RuntimeError("step() was called before reset(); call reset() first.")
-        token_ids = strip_padding(np.asarray(action).reshape(-1), self.detokenizer.pad_token_id)
+        padded = np.asarray(action, dtype=np.int64).reshape(-1)
+        token_ids = strip_padding(padded, self.detokenizer.pad_token_id)
         decoded = self.detokenizer.decode(self.embodiment, token_ids)
         self._steps += 1
         self._valid_steps += int(decoded.valid)
@@ -259,7 +314,7 @@ class GeaEmbodimentEnv(gym.Env):
         if decoded.action is None:
             observation, reward, terminated, truncated = self._skip_step()
         else:
-            observation, reward, terminated, truncated = self._simulate(decoded)
+            observation, reward, terminated, truncated = self._simulate(decoded, padded)
         if not decoded.valid:
             reward += self.config.invalid_action_penalty
         self._episode_return += reward
@@ -273,20 +328,23 @@ class GeaEmbodimentEnv(gym.Env):
             info.update(self._episode_summary(truncated=truncated and not terminated))
         return observation, reward, terminated, truncated, info
 
-    def _simulate(self, decoded: DecodedAction) -> tuple[dict, float, bool, bool]:
+    def _simulate(self, decoded: DecodedAction, padded_token_ids: np.ndarray) -> tuple[dict, float, bool, bool]:
         env_action = self.adapter.to_env_action(decoded.action)
         raw_obs, reward, terminated, truncated, raw_info = self._env.step(env_action)
         reward = float(reward)
         self._goal_reached = self._goal_reached or self.adapter.goal_reached(reward, bool(terminated), raw_info)
         observation = self.adapter.observe(self._env, raw_obs, raw_info)
         self._frames.append(self._checked_frames(observation))
+        # A deque of maxlen 0 (frame_stack 1) drops the action, as it should.
+        self._actions.append(padded_token_ids.copy())
         self._last_observation = self._build_observation(observation)
-        return self._last_observation, reward, bool(terminated), bool(truncated)
+        truncated = bool(truncated) or self._steps >= self.step_limit
+        return self._last_observation, reward, bool(terminated), truncated
 
     def _skip_step(self) -> tuple[dict, float, bool, bool]:
         # Undecodable tokens cost a turn without moving the simulator; the step limit
         # still applies so such a policy cannot stall an episode forever.
-        truncated = self._steps >= self.adapter.max_episode_steps
+        truncated = self._steps >= self.step_limit
         return self._last_observation, 0.0, False, truncated
 
     def _episode_summary(self, truncated: bool) -> dict[str, Any]:
@@ -311,6 +369,8 @@ class GeaEmbodimentEnv(gym.Env):
             frame_history=list(self._frames),
             proprio=observation.proprio,
             instruction=self._instruction,
+            action_history=list(self._actions),
+            detokenizer=self.detokenizer,
         )
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ Loss per module::
 
     PPO clipped surrogate + vf_loss_coeff * clipped value loss
     - entropy_coeff * normalized entropy (averaged per embodiment)
-    + kl_coeff * KL (only with use_kl_loss)
+    + kl_coeff * KL estimate (only with use_kl_loss)
     + sft_coeff * SFT loss on an expert batch
 
 Value targets and advantages come from `NormalizedGeneralAdvantageEstimation`, which
@@ -22,11 +22,13 @@ import torch
 from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_KL_KEY, LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+from ray.rllib.core import COMPONENT_OPTIMIZER
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.torch_utils import explained_variance
 
+from gea.rl.distribution import approximate_kl
 from gea.rl.env import OBS_EMBODIMENT
 from gea.rl.expert import ExpertBatchSource
 from gea.rl.gae import NormalizedGeneralAdvantageEstimation
@@ -38,6 +40,9 @@ SFT_COEFF_KEY = "sft_coeff"
 SFT_BATCH_SIZE_KEY = "sft_batch_size"
 EXPERT_SOURCE_FACTORY_KEY = "expert_source_factory"
 NORMALIZE_RETURNS_KEY = "normalize_returns"
+
+RESUME_OPTIMIZER_KEY = "optimizer"
+RESUME_RETURN_STATISTICS_KEY = "return_statistics"
 
 SFT_LOSS_METRIC = "train/sft_loss"
 NORMALIZED_ENTROPY_METRIC = "train/normalized_entropy"
@@ -86,6 +91,29 @@ class GeaPPOTorchLearner(PPOTorchLearner):
             )
         )
 
+    def _normalized_gae(self) -> Optional[NormalizedGeneralAdvantageEstimation]:
+        if self._learner_connector is None:
+            return None
+        for piece in self._learner_connector.connectors:
+            if isinstance(piece, NormalizedGeneralAdvantageEstimation):
+                return piece
+        return None
+
+    def get_resume_state(self) -> dict[str, Any]:
+        """Return what a resumed run needs besides the weights: optimizer state and return statistics."""
+        gae = self._normalized_gae()
+        return {
+            RESUME_OPTIMIZER_KEY: self.get_state(components=COMPONENT_OPTIMIZER)[COMPONENT_OPTIMIZER],
+            RESUME_RETURN_STATISTICS_KEY: gae.get_state() if gae is not None else {},
+        }
+
+    def set_resume_state(self, state: dict[str, Any]) -> None:
+        """Restore the output of `get_resume_state`."""
+        self.set_state({COMPONENT_OPTIMIZER: state[RESUME_OPTIMIZER_KEY]})
+        gae = self._normalized_gae()
+        if gae is not None:
+            gae.set_state(state[RESUME_RETURN_STATISTICS_KEY])
+
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self._module[module_id]
         params = [param for param in self.get_parameters(module) if param.requires_grad]
@@ -113,7 +141,8 @@ class GeaPPOTorchLearner(PPOTorchLearner):
 
         dist_class = module.get_train_action_dist_cls()
         current = dist_class.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        ratio = torch.exp(current.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        logp = current.logp(batch[Columns.ACTIONS])
+        ratio = torch.exp(logp - batch[Columns.ACTION_LOGP])
         advantages = batch[Postprocessing.ADVANTAGES]
         surrogate = torch.min(
             advantages * ratio, advantages * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param)
@@ -131,10 +160,11 @@ class GeaPPOTorchLearner(PPOTorchLearner):
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         total_loss = masked_mean(-surrogate + config.vf_loss_coeff * vf_loss_clipped) - entropy_coeff * entropy_term
 
-        mean_kl = torch.tensor(0.0, device=total_loss.device)
+        # The env runners keep only the sampled actions' log-probabilities, so the KL
+        # between the sampling and the current policy is estimated from them. It is logged
+        # in every run and enters the loss only with use_kl_loss.
+        mean_kl = masked_mean(approximate_kl(batch[Columns.ACTION_LOGP], logp))
         if config.use_kl_loss:
-            previous = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
-            mean_kl = masked_mean(previous.kl(current))
             total_loss = total_loss + self.curr_kl_coeffs_per_module[module_id] * mean_kl
 
         sft_loss = torch.tensor(0.0, device=total_loss.device)
