@@ -64,8 +64,14 @@ class PipelineConfig:
     ppo: Optional[dict[str, Any]] = None
     ppo_envs: Optional[list[str]] = None
     eval: EvalSection = field(default_factory=EvalSection)
+    # PyTorch CPU threads of this process and of the workers it starts (None: PyTorch's default,
+    # one per core). On a machine whose cores other processes also use, one thread avoids
+    # OpenMP threads waiting on each other, which slowed SFT steps several-fold here.
+    torch_threads: Optional[int] = None
 
     def __post_init__(self) -> None:
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1 or null, got {self.torch_threads}.")
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}.")
         for key in ("run_dir", "datasets", "action_tokenizer"):

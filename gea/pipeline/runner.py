@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -32,10 +33,21 @@ def _stage_function(name: str, config: PipelineConfig, paths: RunPaths):
     raise ValueError(f"Unknown stage {name!r}; stages are {list(STAGES)}.")
 
 
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    # Worker processes (collection, evaluation, Ray env runners) read these when they start.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
 def run_pipeline(config: PipelineConfig, force: Iterable[str] = ()) -> dict:
     """Run every stage not yet done; `force` redoes the named stages and every stage after them."""
     paths = RunPaths(Path(config.run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
+    if config.torch_threads is not None:
+        _limit_threads(config.torch_threads)
     for name in force:
         if name not in STAGES:
             raise ValueError(f"Unknown stage {name!r} for --force; stages are {list(STAGES)}.")
