@@ -130,6 +130,12 @@ class SeededTaskVariation(gym.Wrapper):
             index = seed % len(self._tasks)
             self._rng = np.random.default_rng(seed)
         self.env.unwrapped.set_task(self._tasks[index])
+        # Meta-World's reset sets positions and velocities but keeps other simulator state
+        # (such as the solver's warm start), so a reused environment's first frame could
+        # differ from a fresh one's in the last bit. Clearing all of it makes `seed` decide.
+        import mujoco
+
+        mujoco.mj_resetData(self.env.unwrapped.model, self.env.unwrapped.data)
         raw_obs, info = self.env.reset(seed=seed, options=options)
         info[TASK_INDEX_KEY] = index
         return raw_obs, info
