@@ -9,7 +9,7 @@ against the plain expert shows what the tokenizer costs. The table goes to
 ``experiments/tokenizers.md`` (between the replay markers) and the tokenizers to --work-dir.
 
 Usage:
-    nice -n 10 python experiments/tokenizer_replay.py --train-episodes 10 --episodes 5
+    nice -n 10 python experiments/tokenizer_replay.py --train-episodes 10 --episodes 10 --episodes-for mujoco=20
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -111,44 +111,75 @@ def replay(adapter: EmbodimentAdapter, episodes: int, tokenizer: Optional[Contin
     return ReplayResult(float(np.mean(successes)), float(np.mean(returns)))
 
 
+def parse_episode_overrides(values: list[str]) -> dict[str, int]:
+    """Parse ``PREFIX=N`` items: embodiments whose name starts with PREFIX replay N episodes."""
+    overrides = {}
+    for value in values:
+        prefix, separator, count = value.partition("=")
+        if not separator or not prefix or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--episodes-for expects PREFIX=N with N >= 1, like mujoco=20; got {value!r}.")
+        overrides[prefix] = int(count)
+    return overrides
+
+
+def episodes_for(name: str, default: int, overrides: dict[str, int]) -> int:
+    """Return the replay episode count of `name`: the longest matching override prefix, else `default`."""
+    matches = [prefix for prefix in overrides if name.startswith(prefix)]
+    return overrides[max(matches, key=len)] if matches else default
+
+
 def train_tokenizers(
-    actions: dict[str, np.ndarray], work_dir: Path, vq_steps: int
+    actions: dict[str, np.ndarray], work_dir: Path, vq_steps: Optional[int]
 ) -> tuple[ContinuousTokenizer, ContinuousTokenizer, dict[str, Any]]:
     vq_dir, binning_dir = work_dir / "residual_vq", work_dir / "binning"
+    training = TrainingConfig() if vq_steps is None else TrainingConfig(steps=vq_steps)
     started = time.perf_counter()
-    vq, _ = train_residual_vq(actions, ResidualVQConfig(), TrainingConfig(steps=vq_steps), log_dir=work_dir / "tb")
+    # train_residual_vq already evaluates on the training actions, which for search encoding takes a minute.
+    vq, vq_report = train_residual_vq(actions, ResidualVQConfig(), training, log_dir=work_dir / "tb")
     train_seconds = time.perf_counter() - started
     binning = BinningTokenizer.fit(actions)
     vq.save(vq_dir)
     binning.save(binning_dir)
-    reports = {"vq": evaluate_tokenizer(vq, actions), "binning": evaluate_tokenizer(binning, actions)}
-    return vq, binning, {"reports": reports, "train_seconds": train_seconds}
+    reports = {"vq": vq_report, "binning": evaluate_tokenizer(binning, actions)}
+    return vq, binning, {"reports": reports, "train_seconds": train_seconds, "training": training}
 
 
 def render_page(rows: list[dict], skipped: dict[str, str], details: dict[str, Any], args: argparse.Namespace) -> str:
     vq_report, binning_report = details["reports"]["vq"], details["reports"]["binning"]
+    training: TrainingConfig = details["training"]
+    config = ResidualVQConfig()
     embodiments = f" --embodiments {' '.join(args.embodiments)}" if args.embodiments else ""
+    vq_steps = f" --vq-steps {args.vq_steps}" if args.vq_steps is not None else ""
+    overrides = "".join(f" --episodes-for {value}" for value in args.episodes_for)
     lines = [
         BEGIN_MARKER,
-        f"Command: `python experiments/tokenizer_replay.py{embodiments} --train-episodes {args.train_episodes} "
-        f"--episodes {args.episodes} --vq-steps {args.vq_steps}` on a shared 2-core CPU machine.",
+        f"Command: `OMP_NUM_THREADS=1 nice -n 10 python experiments/tokenizer_replay.py{embodiments} "
+        f"--train-episodes {args.train_episodes} --episodes {args.episodes}{overrides}{vq_steps}` "
+        "on a shared 2-core CPU machine.",
         "",
         f"Tokenizers were trained on {args.train_episodes} expert episodes per embodiment (seeds 0 to "
         f"{args.train_episodes - 1}); replay uses seeds from {REPLAY_SEED_OFFSET}. The VQ is the default "
-        f"`ResidualVQConfig` (2 codebooks x 512 codes, code dim 128, 4-layer MLPs of width 256), trained for "
-        f"{args.vq_steps} steps in {details['train_seconds']:.0f} s. Binning uses 256 bins per dimension.",
+        f"`ResidualVQConfig` ({config.num_quantizers} codebooks x {config.codebook_size} codes, code dim "
+        f"{config.code_dim}, {config.mlp_layers}-layer MLPs of width {config.hidden_width}, "
+        f"{config.normalization.value} normalization, search encoding {'on' if config.search_encoding else 'off'}, "
+        f"clipping to the data range {'on' if config.clip_to_data_range else 'off'}), trained with "
+        f"`TrainingConfig({_changed_fields(training)})`; training and its evaluation on the training actions "
+        f"took {details['train_seconds']:.0f} s. "
+        "Binning uses 256 bins per dimension. Recon MSE is on the training actions, in raw action units "
+        "and after each embodiment's normalization.",
         "",
-        "| embodiment | expert success | VQ success | binning success | expert return | VQ return | binning return "
-        "| VQ recon MSE | binning recon MSE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| embodiment | episodes | expert success | VQ success | binning success | expert return | VQ return "
+        "| binning return | VQ recon MSE | VQ normalized MSE | binning recon MSE | binning normalized MSE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         name = row["name"]
         lines.append(
-            f"| {name} | {row['plain'].success_rate:.2f} | {row['vq'].success_rate:.2f} | "
+            f"| {name} | {row['episodes']} | {row['plain'].success_rate:.2f} | {row['vq'].success_rate:.2f} | "
             f"{row['binning'].success_rate:.2f} | {row['plain'].mean_return:.1f} | {row['vq'].mean_return:.1f} | "
             f"{row['binning'].mean_return:.1f} | {vq_report.recon_mse[name]:.2e} | "
-            f"{binning_report.recon_mse[name]:.2e} |"
+            f"{vq_report.normalized_recon_mse[name]:.2e} | {binning_report.recon_mse[name]:.2e} | "
+            f"{binning_report.normalized_recon_mse[name]:.2e} |"
         )
     usage = ", ".join(f"position {i}: perplexity {u.perplexity:.0f}, {u.dead_codes} dead" for i, u in
                       enumerate(vq_report.codebooks))
@@ -158,6 +189,13 @@ def render_page(rows: list[dict], skipped: dict[str, str], details: dict[str, An
         lines += [f"- {name}: {reason}" for name, reason in sorted(skipped.items())]
     lines.append(END_MARKER)
     return "\n".join(lines)
+
+
+def _changed_fields(config: TrainingConfig) -> str:
+    """Return the fields of `config` that differ from the defaults, as ``name=value`` text."""
+    defaults = asdict(TrainingConfig())
+    changed = [f"{name}={value!r}" for name, value in asdict(config).items() if defaults[name] != value]
+    return ", ".join(changed) if changed else "defaults"
 
 
 def write_section(section: str) -> None:
@@ -175,10 +213,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embodiments", nargs="+", help="Continuous embodiments (default: all registered).")
     parser.add_argument("--train-episodes", type=int, default=10, help="Expert episodes per embodiment for training.")
-    parser.add_argument("--episodes", type=int, default=5, help="Replay episodes per embodiment and condition.")
-    parser.add_argument("--vq-steps", type=int, default=1500, help="VQ training steps.")
+    parser.add_argument("--episodes", type=int, default=10, help="Replay episodes per embodiment and condition.")
+    parser.add_argument(
+        "--episodes-for",
+        action="append",
+        default=[],
+        metavar="PREFIX=N",
+        help="Replay N episodes for embodiments whose name starts with PREFIX (repeatable), like mujoco=20.",
+    )
+    parser.add_argument("--vq-steps", type=int, help="VQ training steps (default: TrainingConfig's default).")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/tokenizer_replay"), help="Tokenizer output folder.")
     args = parser.parse_args()
+    try:
+        overrides = parse_episode_overrides(args.episodes_for)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     adapters, skipped = {}, {}
@@ -198,10 +247,10 @@ def main() -> None:
 
     rows = []
     for name, adapter in tqdm(adapters.items(), desc="replay"):
-        row = {"name": name}
+        row = {"name": name, "episodes": episodes_for(name, args.episodes, overrides)}
         for label, tokenizer in (("plain", None), ("vq", vq), ("binning", binning)):
-            row[label] = replay(adapter, args.episodes, tokenizer)
-        logger.info("%s: %s", name, {key: value for key, value in row.items() if key != "name"})
+            row[label] = replay(adapter, row["episodes"], tokenizer)
+        logger.info("%s: %s", name, {key: value for key, value in row.items() if key not in ("name", "episodes")})
         rows.append(row)
     write_section(render_page(rows, skipped, details, args))
     logger.info("Wrote %s.", RESULTS_PAGE)

@@ -55,3 +55,22 @@ def test_rejects_discrete_embodiment(trajectories, tmp_path):
     argv = ["train-tokenizer", "--data", str(trajectories), "--out", str(tmp_path), "--embodiments", GRID_WORLD]
     with pytest.raises(SystemExit, match=r"\['babyai/GoToLocal'\] do not have continuous actions"):
         main(argv)
+
+
+def test_cli_defaults_match_config_defaults():
+    import argparse
+
+    from gea.commands import train_tokenizer
+    from gea_tokenizers import ResidualVQConfig, TrainingConfig
+
+    parser = argparse.ArgumentParser()
+    train_tokenizer.add_arguments(parser)
+    args = parser.parse_args(["--data", "x", "--out", "y"])
+    model, training = ResidualVQConfig(), TrainingConfig()
+    assert args.steps == training.steps
+    assert args.batch_size == training.batch_size
+    assert args.code_dim == model.code_dim
+    assert args.hidden_width == model.hidden_width
+    assert args.mlp_layers == model.mlp_layers
+    assert args.codebook_size == model.codebook_size
+    assert args.num_quantizers == model.num_quantizers

@@ -30,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--embodiments", nargs="+", metavar="NAME", help="Continuous embodiments to use (default: all found in --data)."
     )
     parser.add_argument("--successful-only", action="store_true", help="Use only actions of successful episodes.")
-    parser.add_argument("--steps", type=int, default=3000, help="Optimizer steps (default: %(default)s).")
+    parser.add_argument("--steps", type=int, default=1500, help="Optimizer steps (default: %(default)s).")
     parser.add_argument("--batch-size", type=int, default=1024, help="Actions per step (default: %(default)s).")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default: %(default)s).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of model and sampling (default: %(default)s).")
     parser.add_argument("--padded-width", type=int, default=21, help="Common action width (default: %(default)s).")
-    parser.add_argument("--code-dim", type=int, default=128, help="Size of each code vector (default: %(default)s).")
+    parser.add_argument("--code-dim", type=int, default=32, help="Size of each code vector (default: %(default)s).")
     parser.add_argument("--hidden-width", type=int, default=256, help="MLP hidden width (default: %(default)s).")
     parser.add_argument("--mlp-layers", type=int, default=4, help="Linear layers per MLP (default: %(default)s).")
     parser.add_argument(

@@ -29,7 +29,7 @@ class TrainingConfig:
 
     Attributes:
         steps: optimizer steps.
-        batch_size: actions per step, drawn in equal shares from every embodiment so that
+        batch_size: actions per step, drawn from every embodiment in fixed shares so that
             embodiments with few demonstrations still shape the codebooks. It should be
             at least ``codebook_size`` because k-means initializes the codebooks from the
             first batch.
@@ -37,14 +37,23 @@ class TrainingConfig:
         weight_decay: AdamW weight decay.
         log_every: steps between TensorBoard points; codebook usage counts over this window.
         seed: seed of the model initialization and batch sampling.
+        huber_delta: threshold of the Huber loss that replaces the squared error on each
+            normalized dimension; None keeps the squared error. Rare outliers many standard
+            deviations out then weigh linearly, so they do not take the capacity that every
+            other action needs. InvertedPendulum's first corrective pushes lie up to 30 std out.
+        share_by_width: make each embodiment's share of a batch proportional to its action
+            width, so every real action dimension weighs the same in the loss; False gives
+            every embodiment an equal share.
     """
 
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 1024
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     log_every: int = 50
     seed: int = 0
+    huber_delta: Optional[float] = 1.0
+    share_by_width: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -54,6 +63,8 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.learning_rate must be positive, got {self.learning_rate}.")
         if self.weight_decay < 0:
             raise ValueError(f"TrainingConfig.weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.huber_delta is not None and self.huber_delta <= 0:
+            raise ValueError(f"TrainingConfig.huber_delta must be positive or None, got {self.huber_delta}.")
 
 
 @dataclass
@@ -129,18 +140,36 @@ def evaluate_tokenizer(
 
 
 class _BalancedSampler:
-    """Draws batches of padded, normalized actions with an equal share from every embodiment."""
+    """Draws batches of padded, normalized actions with a fixed share from every embodiment."""
 
-    def __init__(self, tokenizer: ResidualVQTokenizer, actions_by_embodiment: Mapping[str, np.ndarray], seed: int):
+    def __init__(
+        self,
+        tokenizer: ResidualVQTokenizer,
+        actions_by_embodiment: Mapping[str, np.ndarray],
+        seed: int,
+        share_by_width: bool = False,
+    ):
         self._padded = {name: tokenizer.pad(name, actions) for name, actions in actions_by_embodiment.items()}
         self._widths = {name: tokenizer.statistics_for(name).dim for name in self._padded}
+        self._share_by_width = share_by_width
         self._generator = torch.Generator().manual_seed(seed)
+
+    def _shares(self, names: list[str], batch_size: int) -> list[int]:
+        """Split `batch_size` rows by weight (the width, or 1 per embodiment).
+
+        Leftover rows after rounding down go to the embodiments with the largest fractional shares.
+        """
+        weights = np.array([self._widths[name] if self._share_by_width else 1 for name in names], dtype=np.float64)
+        exact = batch_size * weights / weights.sum()
+        shares = np.floor(exact).astype(int)
+        for index in np.argsort(-(exact - shares), kind="stable")[: batch_size - shares.sum()]:
+            shares[index] += 1
+        return shares.tolist()
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return a ``(B, padded_width)`` batch and the mask of its real (unpadded) dimensions."""
         names = sorted(self._padded)
-        base_share, remainder = divmod(batch_size, len(names))
-        shares = [base_share + (1 if index < remainder else 0) for index in range(len(names))]
+        shares = self._shares(names, batch_size)
         batches, masks = [], []
         for name, share in zip(names, shares):
             if share == 0:
@@ -204,7 +233,8 @@ def train_residual_vq(
             training.batch_size,
             config.codebook_size,
         )
-    _optimize(tokenizer, _BalancedSampler(tokenizer, arrays, training.seed), training, log_dir, progress)
+    sampler = _BalancedSampler(tokenizer, arrays, training.seed, training.share_by_width)
+    _optimize(tokenizer, sampler, training, log_dir, progress)
     report = evaluate_tokenizer(tokenizer, arrays)
     for name in sorted(report.recon_mse):
         logger.info(
@@ -241,7 +271,13 @@ def _optimize(
             batch, mask = sampler.sample(training.batch_size)
             reconstruction, codes, commit_loss = model(batch)
             recon_mse = (((reconstruction - batch) ** 2) * mask).sum() / mask.sum()
-            loss = recon_mse + commit_loss
+            recon_loss = recon_mse
+            if training.huber_delta is not None:
+                elementwise = torch.nn.functional.huber_loss(
+                    reconstruction, batch, reduction="none", delta=training.huber_delta
+                )
+                recon_loss = (elementwise * mask).sum() / mask.sum()
+            loss = recon_loss + commit_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -258,5 +294,6 @@ def _optimize(
                         writer.add_scalar(METRIC_DEAD_CODES.format(index=index), codebook.dead_codes, step)
     finally:
         model.eval()
+        tokenizer.clear_search_cache()
         if writer is not None:
             writer.close()
