@@ -9,7 +9,7 @@ HELP = "Train the policy by SFT on expert trajectories of several embodiments (c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config, e.g. experiments/sft_tiny.yaml.")
+    parser.add_argument("--config", required=True, help="YAML config, e.g. experiments/sft_example.yaml.")
     parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in the config's run_dir.")
     parser.add_argument("--steps", type=int, default=None, help="Override train.steps.")
 

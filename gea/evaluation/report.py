@@ -51,7 +51,7 @@ def _write_bar_chart(result: EvaluationResult, path: Path) -> None:
     axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axis.set_ylim(0, 105)
     axis.set_ylabel("success rate (%)\nbars: 95 % Wilson interval")
-    axis.set_title(f"macro average {100 * result.macro_success_rate:.1f} %")
+    axis.set_title(f"success per environment, {result.config.episodes} episodes each; macro average {100 * result.macro_success_rate:.1f} %")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -64,7 +64,8 @@ def _write_videos(result: EvaluationResult, folder: Path) -> list[Path]:
     paths = []
     for (embodiment, seed), frames in sorted(result.videos.items()):
         path = folder / f"{embodiment.replace('/', '__')}_seed{seed}.gif"
-        imageio.mimsave(path, frames, duration=0.1, loop=0)
+        # imageio 2.38 with Pillow reads GIF frame durations in milliseconds.
+        imageio.mimsave(path, frames, duration=100, loop=0)
         paths.append(path)
     return paths
 

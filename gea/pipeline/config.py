@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -93,4 +94,31 @@ class PipelineConfig:
         data["collect"] = from_mapping(CollectSection, data.get("collect"), f"{where} collect")
         data["tokenizer"] = from_mapping(TokenizerSection, data.get("tokenizer"), f"{where} tokenizer")
         data["eval"] = from_mapping(EvalSection, data.get("eval"), f"{where} eval")
-        return from_mapping(cls, data, where)
+        config = from_mapping(cls, data, where)
+        config.validate_stage_sections(where)
+        return config
+
+    def validate_stage_sections(self, where: str) -> None:
+        """Check the `sft` and `ppo` sections now, so a typo fails before the stages before them run."""
+        from gea.training.config import SFTConfig
+
+        SFTConfig.from_dict({**self.sft, "run_dir": self.run_dir, "datasets": [{"path": self.run_dir}]}, f"{where} sft")
+        if self.ppo is not None:
+            from gea.rl.run import PPORunConfig
+
+            PPORunConfig.from_dict(
+                {**self.ppo, "run_dir": self.run_dir, "init": self.run_dir, "envs": self.ppo_envs or self.envs},
+                where=f"{where} ppo",
+            )
+
+    def section_for(self, stage: str) -> dict:
+        """Return the settings stage `stage` depends on, to detect a config edited after the stage ran."""
+        sections = {
+            "collect": {"collect": dataclasses.asdict(self.collect), "image_size": self.image_size},
+            "tokenizer": dataclasses.asdict(self.tokenizer),
+            "sft": self.sft,
+            "eval_sft": dataclasses.asdict(self.eval),
+            "ppo": {"ppo": self.ppo, "ppo_envs": self.ppo_envs},
+            "eval_ppo": dataclasses.asdict(self.eval),
+        }
+        return sections[stage]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -60,6 +61,11 @@ def run_pipeline(config: PipelineConfig, force: Iterable[str] = ()) -> dict:
         for name in stages:
             if paths.is_done(name):
                 logger.info("Stage %s: reusing %s.", name, paths.stage(name))
+                if paths.summary(name).get("config") != json.loads(json.dumps(config.section_for(name))):
+                    logger.warning(
+                        "Stage %s: its config section changed since it ran; the old outputs are reused. "
+                        "Rerun with --force %s to redo it.", name, name,
+                    )
                 continue
             logger.info("Stage %s: starting.", name)
             paths.stage(name).mkdir(parents=True, exist_ok=True)
@@ -67,7 +73,7 @@ def run_pipeline(config: PipelineConfig, force: Iterable[str] = ()) -> dict:
             summary = _stage_function(name, config, paths)()
             timings[name] = time.perf_counter() - started
             peaks[name] = monitor.reset_peak() / GIB
-            summary.update(seconds=timings[name], peak_rss_gib=peaks[name])
+            summary.update(seconds=timings[name], peak_rss_gib=peaks[name], config=config.section_for(name))
             paths.mark_done(name, summary)
             logger.info("Stage %s: done in %.0f s, peak memory of the process tree %.2f GiB.", name, timings[name], peaks[name])
 

@@ -66,7 +66,7 @@ class PPOTrainer:
         self.init_metadata = verify_checkpoint(self.init)["metadata"]
         self.resume_from = self.checkpoints.latest() if config.resume else None
         if config.resume and self.resume_from is None:
-            logger.warning("resume is set but %s has no checkpoint; starting from %s.", self.checkpoints.root, self.init)
+            logger.info("No checkpoint in %s yet; starting from %s.", self.checkpoints.root, self.init)
         self.image_size = int(config.image_size or self.init_metadata.get("image_size") or 0)
         if self.image_size < 8:
             raise ValueError(
