@@ -31,8 +31,6 @@ import argparse
 import ctypes
 import ctypes.util
 import logging
-import os
-import platform
 import re
 import statistics
 import sys
@@ -43,7 +41,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import transformers
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -51,6 +48,7 @@ from tqdm import tqdm
 from gea.policy import GEAPolicy, GEAPolicyConfig, PolicyInput, build_tiny_model
 from gea_envs import EmbodimentPrompt
 from gea_tokenizers.constraint import FixedLengthConstraint, PrefixConstraint, TrieConstraint
+from gea.manifest import describe_machine
 
 logger = logging.getLogger(__name__)
 
@@ -261,18 +259,7 @@ def finish_bound(row: dict) -> None:
 
 
 def machine_description() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        if match:
-            cpu = match.group(1).strip()
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at the end {load}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}"
-    )
+    return describe_machine()
 
 
 def render_page(rows: list[dict], command: str, repeats: int, policy_parameters: float) -> str:

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -38,7 +35,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import transformers
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -48,6 +44,7 @@ from gea.training.sft import ActionNLL
 from gea.training.sft_data import SFTBatch
 from gea_envs import EmbodimentPrompt
 from gea_tokenizers.constraint import FixedLengthConstraint, PrefixConstraint, TrieConstraint
+from gea.manifest import describe_machine
 
 logger = logging.getLogger(__name__)
 
@@ -210,18 +207,7 @@ def summarize(batch_size: int, timings: Sequence[tuple[float, float]], flops: in
 
 
 def machine_description() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        if match:
-            cpu = match.group(1).strip()
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at the end {load}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
-    )
+    return describe_machine()
 
 
 def render_page(rows: list[dict], command: str, repeats: int, parameters: float) -> str:

@@ -59,3 +59,24 @@ def build_manifest(**extra) -> dict:
         "renderer": {"MUJOCO_GL": os.environ.get("MUJOCO_GL"), "chromium": os.environ.get("MINIWOB_CHROME_BINARY")},
         **extra,
     }
+
+
+def describe_machine() -> str:
+    """Return one line naming the CPU, cores, thread settings, load and key versions, for benchmark pages."""
+    import re
+
+    import torch
+    import transformers
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        if match:
+            cpu = match.group(1).strip()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at the end {load}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
