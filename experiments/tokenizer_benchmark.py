@@ -58,6 +58,15 @@ def measure(tokenizers: dict[str, ContinuousTokenizer], min_seconds: float) -> l
     return rows
 
 
+def _describe_vq() -> str:
+    config = ResidualVQConfig()
+    encoding = "search over all code pairs" if config.search_encoding else "greedy residual"
+    return (
+        f"{config.num_quantizers} x {config.codebook_size} codes, code dim {config.code_dim}, "
+        f"{config.mlp_layers}-layer MLPs of width {config.hidden_width}, {encoding} encoding"
+    )
+
+
 def render(rows: list[dict], threads: int) -> str:
     lines = [
         BEGIN_MARKER,
@@ -66,8 +75,8 @@ def render(rows: list[dict], threads: int) -> str:
         "on a shared 2-core machine, so absolute numbers vary between runs; the VQ/binning ratio was measured side "
         "by side in one run.",
         "",
-        f"Actions of width {ACTION_WIDTH}. VQ: default `ResidualVQConfig` (2 x 512 codes, code dim 128, "
-        "4-layer MLPs of width 256). Binning: 256 bins per dimension.",
+        f"Actions of width {ACTION_WIDTH}. VQ: default `ResidualVQConfig` ({_describe_vq()}). "
+        "Binning: 256 bins per dimension.",
         "",
         "| tokenizer | batch | encode actions/s | decode actions/s |",
         "|---|---|---|---|",
