@@ -1,7 +1,7 @@
 """Encode and decode throughput of the residual VQ and binning tokenizers, side by side in one run.
 
 Both tokenizers are measured in the same process, alternating per batch size, so their
-ratio holds even on a busy machine. Absolute actions/s vary with the machine's load. Throughput does
+ratio stays valid even on a busy machine. Absolute actions/s vary with the machine's load. Throughput does
 not depend on training quality, so the VQ is the default `ResidualVQConfig` after a few
 training steps that initialize its codebooks. Results go to ``experiments/tokenizers.md``
 between the benchmark markers.
@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gea.results_page import write_marked_section
 from gea_tokenizers import BinningTokenizer, ContinuousTokenizer, ResidualVQConfig, TrainingConfig, train_residual_vq
 
 RESULTS_PAGE = Path(__file__).with_name("tokenizers.md")
@@ -97,13 +98,7 @@ def render(rows: list[dict], threads: int) -> str:
 
 def write_section(section: str) -> None:
     """Replace the benchmark section of the results page, keeping the rest of the page."""
-    text = RESULTS_PAGE.read_text() if RESULTS_PAGE.exists() else "# Action tokenizers\n"
-    if BEGIN_MARKER in text and END_MARKER in text:
-        before, rest = text.split(BEGIN_MARKER, 1)
-        text = before + section + rest.split(END_MARKER, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Throughput\n\n" + section + "\n"
-    RESULTS_PAGE.write_text(text)
+    write_marked_section(RESULTS_PAGE, BEGIN_MARKER, END_MARKER, section, "Throughput", "Action tokenizers")
 
 
 def main() -> None:

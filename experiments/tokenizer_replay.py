@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from gea.results_page import write_marked_section
 from gea_envs import ADAPTERS, ActionKind, EmbodimentAdapter, ExpertPolicy, get_adapter
 from gea_envs.rollout import run_expert_episode
 from gea_tokenizers import (
@@ -200,13 +201,7 @@ def _changed_fields(config: TrainingConfig) -> str:
 
 def write_section(section: str) -> None:
     """Replace the replay section of the results page, keeping the rest of the page."""
-    text = RESULTS_PAGE.read_text() if RESULTS_PAGE.exists() else "# Action tokenizers\n"
-    if BEGIN_MARKER in text and END_MARKER in text:
-        before, rest = text.split(BEGIN_MARKER, 1)
-        text = before + section + rest.split(END_MARKER, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Closed-loop replay\n\n" + section + "\n"
-    RESULTS_PAGE.write_text(text)
+    write_marked_section(RESULTS_PAGE, BEGIN_MARKER, END_MARKER, section, "Closed-loop replay", "Action tokenizers")
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ class EmbodimentPrompt:
 
 @dataclass
 class Observation:
-    """What the policy sees at one step.
+    """The policy's input at one step.
 
     `frames` are RGB images of shape ``(image_size, image_size, 3)`` and dtype uint8, one
     per camera. `proprio` is an optional float32 vector such as joint positions.
@@ -80,8 +80,9 @@ class EmbodimentAdapter(abc.ABC):
     """One embodiment: a Gymnasium environment plus everything the platform needs to know about it.
 
     Subclasses set the class attributes and implement the abstract methods. Simulator
-    packages must be imported inside methods, not at module level, so that listing the
+    packages should be imported inside methods, not at module level, so that listing the
     registry stays fast and an embodiment whose simulator is missing fails only when used.
+    This is a convention that no check enforces.
 
     Attributes:
         name: registry name, ``"<suite>/<task>"`` (e.g. ``"babyai/GoToLocal"``).

@@ -13,7 +13,7 @@ from gea_envs.spaces import Action
 
 @dataclass
 class EpisodeRecord:
-    """One recorded episode. Step ``t`` holds the observation seen before action ``t``."""
+    """One recorded episode. Step ``t`` contains the observation seen before action ``t``."""
 
     embodiment: str
     seed: int

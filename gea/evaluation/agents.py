@@ -1,4 +1,4 @@
-"""What the evaluation harness drives: anything that acts for a batch of environments."""
+"""Agents the evaluation harness drives: anything that acts for a batch of environments."""
 
 from __future__ import annotations
 

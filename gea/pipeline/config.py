@@ -67,7 +67,7 @@ class PipelineConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     # PyTorch CPU threads of this process and of the workers it starts (None: PyTorch's default,
     # one per core). On a machine whose cores other processes also use, one thread avoids
-    # OpenMP threads waiting on each other: with two threads and one other busy process on
+    # OpenMP threads waiting on each other. With two threads and one other busy process on
     # a 2-core machine, a quickstart SFT step took 5.2 s instead of 0.7 s.
     torch_threads: Optional[int] = None
 

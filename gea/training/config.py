@@ -44,7 +44,7 @@ class PolicyInitConfig:
 
     `init` is ``"tiny"`` (a randomly initialized tiny LLaVA-OneVision with a tokenizer
     trained on the data's text) or a LLaVA-OneVision checkpoint (local folder or hub id).
-    `tiny` holds `gea.policy.TinyModelSpec` fields; `policy` holds `GEAPolicyConfig` fields.
+    `tiny` contains `gea.policy.TinyModelSpec` fields, and `policy` contains `GEAPolicyConfig` fields.
     """
 
     init: str = TINY_INIT

@@ -36,7 +36,7 @@ class SFTDataMix:
     """Samples steps from several trajectory datasets mixed by weight.
 
     Sampling is a pure function of ``(seed, step, rank)``, so a resumed run draws exactly
-    the batches the interrupted run would have drawn; the data position is just the step.
+    the batches the interrupted run would have drawn. The data position is therefore just the step.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Prefix constraints: which token ids may follow a partial action during decoding.
 
-The policy asks a `PrefixConstraint` for the allowed ids at every generation step and
+The policy requests the allowed ids from a `PrefixConstraint` at every generation step and
 masks all other logits, so every finished sequence is a well-formed action of its
 embodiment. Three implementations cover the action kinds:
 

@@ -1,4 +1,4 @@
-"""What every continuous-action tokenizer shares: per-embodiment statistics and the interface.
+"""The parts every continuous-action tokenizer shares: per-embodiment statistics and the interface.
 
 A continuous tokenizer turns float actions of any registered width into a fixed number
 of integer codes per action and back. Actions are first normalized with statistics of
@@ -28,7 +28,7 @@ _MIN_SCALE = 1e-6
 
 
 class NormalizationMode(str, enum.Enum):
-    """How raw actions map to the normalized range that codebooks and bins see."""
+    """The mapping from raw actions to the normalized range that codebooks and bins see."""
 
     MEAN_STD = "mean_std"  # (a - mean) / std
     MIN_MAX = "min_max"  # min -> -1, max -> +1
