@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +33,7 @@ from gea_tokenizers import (
     ResidualVQConfig,
     TrainingConfig,
     evaluate_tokenizer,
+    parse_embodiment_weights,
     train_residual_vq,
 )
 
@@ -130,10 +131,12 @@ def episodes_for(name: str, default: int, overrides: dict[str, int]) -> int:
 
 
 def train_tokenizers(
-    actions: dict[str, np.ndarray], work_dir: Path, vq_steps: Optional[int]
+    actions: dict[str, np.ndarray], work_dir: Path, vq_steps: Optional[int], vq_weights: dict[str, float]
 ) -> tuple[ContinuousTokenizer, ContinuousTokenizer, dict[str, Any]]:
     vq_dir, binning_dir = work_dir / "residual_vq", work_dir / "binning"
-    training = TrainingConfig() if vq_steps is None else TrainingConfig(steps=vq_steps)
+    training = TrainingConfig(embodiment_weights=vq_weights)
+    if vq_steps is not None:
+        training = replace(training, steps=vq_steps)
     started = time.perf_counter()
     # train_residual_vq already evaluates on the training actions, which for search encoding takes a minute.
     vq, vq_report = train_residual_vq(actions, ResidualVQConfig(), training, log_dir=work_dir / "tb")
@@ -152,6 +155,7 @@ def render_page(rows: list[dict], skipped: dict[str, str], details: dict[str, An
     embodiments = f" --embodiments {' '.join(args.embodiments)}" if args.embodiments else ""
     vq_steps = f" --vq-steps {args.vq_steps}" if args.vq_steps is not None else ""
     overrides = "".join(f" --episodes-for {value}" for value in args.episodes_for)
+    overrides += "".join(f" --vq-weight {value}" for value in args.vq_weight)
     lines = [
         BEGIN_MARKER,
         f"Command: `OMP_NUM_THREADS=1 nice -n 10 python experiments/tokenizer_replay.py{embodiments} "
@@ -217,10 +221,18 @@ def main() -> None:
         help="Replay N episodes for embodiments whose name starts with PREFIX (repeatable), like mujoco=20.",
     )
     parser.add_argument("--vq-steps", type=int, help="VQ training steps (default: TrainingConfig's default).")
+    parser.add_argument(
+        "--vq-weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="Multiply the VQ batch share of embodiment NAME by W (repeatable), like mujoco/HalfCheetah-v5=4.",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("runs/tokenizer_replay"), help="Tokenizer output folder.")
     args = parser.parse_args()
     try:
         overrides = parse_episode_overrides(args.episodes_for)
+        vq_weights = parse_embodiment_weights(args.vq_weight)
     except ValueError as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -238,7 +250,7 @@ def main() -> None:
     actions = {}
     for name, adapter in tqdm(adapters.items(), desc="collect"):
         actions[name] = collect_actions(adapter, args.train_episodes)
-    vq, binning, details = train_tokenizers(actions, args.work_dir, args.vq_steps)
+    vq, binning, details = train_tokenizers(actions, args.work_dir, args.vq_steps, vq_weights)
 
     rows = []
     for name, adapter in tqdm(adapters.items(), desc="replay"):

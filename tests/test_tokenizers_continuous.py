@@ -17,9 +17,10 @@ from gea_tokenizers import (
     TrainingConfig,
     evaluate_tokenizer,
     load_continuous_tokenizer,
+    parse_embodiment_weights,
     train_residual_vq,
 )
-from gea_tokenizers.continuous import CONFIG_FILE
+from gea_tokenizers.continuous import CONFIG_FILE, compute_statistics
 
 TINY_VQ = ResidualVQConfig(padded_width=8, code_dim=16, hidden_width=32, mlp_layers=2, codebook_size=32)
 TINY_TRAINING = TrainingConfig(steps=60, batch_size=128, log_every=20)
@@ -264,3 +265,37 @@ def test_load_unknown_type_raises(tmp_path):
         load_continuous_tokenizer(tmp_path)
     with pytest.raises(FileNotFoundError, match="No config.json"):
         load_continuous_tokenizer(tmp_path / "missing")
+
+
+def test_config_from_older_version_names_missing_fields():
+    document = ResidualVQConfig().to_json()
+    del document["clip_to_data_range"]
+    with pytest.raises(ValueError, match=r"lacks the fields \['clip_to_data_range'\].*gea train-tokenizer"):
+        ResidualVQConfig.from_json(document)
+
+
+def test_embodiment_weights_scale_batch_shares():
+    from gea_tokenizers.training import _BalancedSampler
+
+    stats_only = ResidualVQTokenizer(compute_statistics(synthetic_actions()), TINY_VQ)
+    plain = _BalancedSampler(stats_only, synthetic_actions(), seed=0, share_by_width=True)
+    weighted = _BalancedSampler(stats_only, synthetic_actions(), 0, True, {"test/arm": 4.0})
+    names = ["test/arm", "test/legs"]
+    assert plain._shares(names, 90) == [30, 60]  # widths 3 and 6
+    assert weighted._shares(names, 90) == [60, 30]  # 3 * 4 against 6
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [(["test/arm=0"], "positive weight"), (["test/arm"], "NAME=WEIGHT"), (["test/arm=x"], "positive weight")],
+)
+def test_parse_embodiment_weights_rejects_bad_items(items, message):
+    with pytest.raises(ValueError, match=message):
+        parse_embodiment_weights(items)
+    assert parse_embodiment_weights(["mujoco/HalfCheetah-v5=4"]) == {"mujoco/HalfCheetah-v5": 4.0}
+
+
+def test_weight_for_unknown_embodiment_raises():
+    training = dataclasses.replace(TINY_TRAINING, embodiment_weights={"test/wings": 2.0})
+    with pytest.raises(ValueError, match=r"\['test/wings'\].*\['test/arm', 'test/legs'\]"):
+        train_residual_vq(synthetic_actions(), TINY_VQ, training, progress=False)

@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1024, help="Actions per step (default: %(default)s).")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default: %(default)s).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of model and sampling (default: %(default)s).")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="Multiply the batch share of embodiment NAME by W (repeatable), like mujoco/HalfCheetah-v5=4.",
+    )
     parser.add_argument("--padded-width", type=int, default=21, help="Common action width (default: %(default)s).")
     parser.add_argument("--code-dim", type=int, default=32, help="Size of each code vector (default: %(default)s).")
     parser.add_argument("--hidden-width", type=int, default=256, help="MLP hidden width (default: %(default)s).")
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         ResidualVQConfig,
         TrainingConfig,
         evaluate_tokenizer,
+        parse_embodiment_weights,
         train_residual_vq,
     )
 
@@ -117,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
             normalization=args.normalization,
         )
         training = TrainingConfig(
-            steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            embodiment_weights=parse_embodiment_weights(args.weight),
         )
         log_dir = args.log_dir or out / "tensorboard"
         tokenizer, report = train_residual_vq(actions, config, training, log_dir=log_dir)

@@ -19,7 +19,13 @@ from gea_tokenizers.detokenizer import ActionDetokenizer, action_phrase_token_id
 from gea_tokenizers.loading import load_continuous_tokenizer
 from gea_tokenizers.residual_vq import ResidualVQConfig, ResidualVQTokenizer
 from gea_tokenizers.semantic import DecodedAction, DiscreteActionCodec, UIActionCodec
-from gea_tokenizers.training import TokenizerReport, TrainingConfig, evaluate_tokenizer, train_residual_vq
+from gea_tokenizers.training import (
+    TokenizerReport,
+    TrainingConfig,
+    evaluate_tokenizer,
+    parse_embodiment_weights,
+    train_residual_vq,
+)
 from gea_tokenizers.vocab import CodeMap, CodeMapMode, add_action_tokens, added_token_code_map, least_used_code_map
 
 __all__ = [
@@ -49,5 +55,6 @@ __all__ = [
     "find_violation",
     "least_used_code_map",
     "load_continuous_tokenizer",
+    "parse_embodiment_weights",
     "train_residual_vq",
 ]

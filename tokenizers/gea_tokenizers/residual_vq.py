@@ -127,6 +127,13 @@ class ResidualVQConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown ResidualVQConfig fields {unknown}; known fields are {sorted(known)}.")
+        missing = sorted(known - set(data))
+        if missing:
+            # Filling them with today's defaults would silently change how actions map to codes.
+            raise ValueError(
+                f"This residual VQ config lacks the fields {missing}: it was saved by an older version of "
+                "gea_tokenizers. Retrain the tokenizer with `gea train-tokenizer`."
+            )
         return cls(**data)
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ class TrainingConfig:
         share_by_width: make each embodiment's share of a batch proportional to its action
             width, so every real action dimension weighs the same in the loss; False gives
             every embodiment an equal share.
+        embodiment_weights: factors on the batch share of named embodiments (others keep
+            factor 1), for embodiments that need more of the shared codes than their width
+            gives them. In a 13-embodiment run, a factor of 4 for HalfCheetah's 6-D torques
+            cut its normalized error from 0.021 to 0.009 (experiments/tokenizers.md).
     """
 
     steps: int = 1500
@@ -54,6 +58,7 @@ class TrainingConfig:
     seed: int = 0
     huber_delta: Optional[float] = 1.0
     share_by_width: bool = True
+    embodiment_weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -65,6 +70,26 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.weight_decay must be >= 0, got {self.weight_decay}.")
         if self.huber_delta is not None and self.huber_delta <= 0:
             raise ValueError(f"TrainingConfig.huber_delta must be positive or None, got {self.huber_delta}.")
+        bad = {name: weight for name, weight in self.embodiment_weights.items() if not float(weight) > 0}
+        if bad:
+            raise ValueError(f"TrainingConfig.embodiment_weights must be positive, got {bad}.")
+
+
+def parse_embodiment_weights(items: Sequence[str]) -> dict[str, float]:
+    """Parse ``NAME=WEIGHT`` items (as given on a command line) into `TrainingConfig.embodiment_weights`."""
+    weights: dict[str, float] = {}
+    for item in items:
+        name, separator, value = item.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not separator or not name or not weight > 0:
+            raise ValueError(
+                f"Expected NAME=WEIGHT with a positive weight, like mujoco/HalfCheetah-v5=4; got {item!r}."
+            )
+        weights[name] = weight
+    return weights
 
 
 @dataclass
@@ -148,18 +173,29 @@ class _BalancedSampler:
         actions_by_embodiment: Mapping[str, np.ndarray],
         seed: int,
         share_by_width: bool = False,
+        weights: Optional[Mapping[str, float]] = None,
     ):
         self._padded = {name: tokenizer.pad(name, actions) for name, actions in actions_by_embodiment.items()}
         self._widths = {name: tokenizer.statistics_for(name).dim for name in self._padded}
         self._share_by_width = share_by_width
+        unknown = sorted(set(weights or {}) - set(self._padded))
+        if unknown:
+            raise ValueError(
+                f"embodiment_weights names {unknown}, which have no training actions; the embodiments are "
+                f"{sorted(self._padded)}."
+            )
+        self._weights = dict(weights or {})
         self._generator = torch.Generator().manual_seed(seed)
 
     def _shares(self, names: list[str], batch_size: int) -> list[int]:
-        """Split `batch_size` rows by weight (the width, or 1 per embodiment).
+        """Split `batch_size` rows by weight (the width, or 1 per embodiment, times its embodiment weight).
 
         Leftover rows after rounding down go to the embodiments with the largest fractional shares.
         """
-        weights = np.array([self._widths[name] if self._share_by_width else 1 for name in names], dtype=np.float64)
+        weights = np.array(
+            [(self._widths[name] if self._share_by_width else 1) * self._weights.get(name, 1.0) for name in names],
+            dtype=np.float64,
+        )
         exact = batch_size * weights / weights.sum()
         shares = np.floor(exact).astype(int)
         for index in np.argsort(-(exact - shares), kind="stable")[: batch_size - shares.sum()]:
@@ -233,7 +269,9 @@ def train_residual_vq(
             training.batch_size,
             config.codebook_size,
         )
-    sampler = _BalancedSampler(tokenizer, arrays, training.seed, training.share_by_width)
+    sampler = _BalancedSampler(
+        tokenizer, arrays, training.seed, training.share_by_width, training.embodiment_weights
+    )
     _optimize(tokenizer, sampler, training, log_dir, progress)
     report = evaluate_tokenizer(tokenizer, arrays)
     for name in sorted(report.recon_mse):
