@@ -74,3 +74,18 @@ def test_cli_defaults_match_config_defaults():
     assert args.mlp_layers == model.mlp_layers
     assert args.codebook_size == model.codebook_size
     assert args.num_quantizers == model.num_quantizers
+
+
+def test_weight_option_reaches_training(trajectories, tmp_path):
+    out = tmp_path / "weighted"
+    argv = ["train-tokenizer", "--data", str(trajectories), "--out", str(out), *TINY_ARGS, "--weight", f"{ARM}=2"]
+    assert main(argv) == 0
+    assert load_continuous_tokenizer(out).embodiments == [ARM]
+
+
+def test_weight_for_embodiment_without_data_fails_with_names(trajectories, tmp_path, caplog):
+    argv = ["train-tokenizer", "--data", str(trajectories), "--out", str(tmp_path), *TINY_ARGS]
+    assert main([*argv, "--weight", "mujoco/HalfCheetah-v5=4"]) == 2
+    assert "['mujoco/HalfCheetah-v5']" in caplog.text and ARM in caplog.text
+    assert main([*argv, "--weight", "HalfCheetah"]) == 2
+    assert "NAME=WEIGHT" in caplog.text
