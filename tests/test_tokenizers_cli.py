@@ -83,7 +83,7 @@ def test_weight_option_reaches_training(trajectories, tmp_path):
     assert load_continuous_tokenizer(out).embodiments == [ARM]
 
 
-def test_weight_for_embodiment_without_data_fails_with_names(trajectories, tmp_path, caplog):
+def test_weight_without_data_fails(trajectories, tmp_path, caplog):
     argv = ["train-tokenizer", "--data", str(trajectories), "--out", str(tmp_path), *TINY_ARGS]
     assert main([*argv, "--weight", "mujoco/HalfCheetah-v5=4"]) == 2
     assert "['mujoco/HalfCheetah-v5']" in caplog.text

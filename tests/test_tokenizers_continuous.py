@@ -267,29 +267,31 @@ def test_load_unknown_type_raises(tmp_path):
         load_continuous_tokenizer(tmp_path / "missing")
 
 
-def test_config_from_older_version_names_missing_fields():
+def test_older_config_missing_fields_raises():
     document = ResidualVQConfig().to_json()
     del document["clip_to_data_range"]
-    with pytest.raises(ValueError, match=r"lacks the fields \['clip_to_data_range'\].*gea train-tokenizer"):
+    with pytest.raises(ValueError, match=r"missing the fields \['clip_to_data_range'\].*gea train-tokenizer"):
         ResidualVQConfig.from_json(document)
 
 
 def test_embodiment_weights_scale_batch_shares():
     from gea_tokenizers.training import _BalancedSampler
 
-    stats_only = ResidualVQTokenizer(compute_statistics(synthetic_actions()), TINY_VQ)
-    plain = _BalancedSampler(stats_only, synthetic_actions(), seed=0, share_by_width=True)
-    weighted = _BalancedSampler(stats_only, synthetic_actions(), 0, True, {"test/arm": 4.0})
+    untrained = ResidualVQTokenizer(compute_statistics(synthetic_actions()), TINY_VQ)
+    plain = _BalancedSampler(untrained, synthetic_actions(), seed=0, share_by_width=True)
+    weighted = _BalancedSampler(untrained, synthetic_actions(), 0, True, {"test/arm": 4.0})
     names = ["test/arm", "test/legs"]
-    assert plain._shares(names, 90) == [30, 60]  # widths 3 and 6
-    assert weighted._shares(names, 90) == [60, 30]  # 3 * 4 against 6
+    # The widths are 3 and 6, so plain shares are 1:2.
+    assert plain._shares(names, 90) == [30, 60]
+    # The arm's weight of 4 makes its share 3 * 4 = 12 against 6.
+    assert weighted._shares(names, 90) == [60, 30]
 
 
 @pytest.mark.parametrize(
     "items, message",
-    [(["test/arm=0"], "positive weight"), (["test/arm"], "NAME=WEIGHT"), (["test/arm=x"], "positive weight")],
+    [(["test/arm=0"], "positive WEIGHT"), (["test/arm"], "NAME=WEIGHT"), (["test/arm=x"], "positive WEIGHT")],
 )
-def test_parse_embodiment_weights_rejects_bad_items(items, message):
+def test_parse_weights_rejects_bad_items(items, message):
     with pytest.raises(ValueError, match=message):
         parse_embodiment_weights(items)
     assert parse_embodiment_weights(["mujoco/HalfCheetah-v5=4"]) == {"mujoco/HalfCheetah-v5": 4.0}

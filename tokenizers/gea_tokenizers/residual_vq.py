@@ -131,8 +131,8 @@ class ResidualVQConfig:
         if missing:
             # Filling them with today's defaults would silently change how actions map to codes.
             raise ValueError(
-                f"This residual VQ config lacks the fields {missing}: it was saved by an older version of "
-                "gea_tokenizers. Retrain the tokenizer with `gea train-tokenizer`."
+                f"This residual VQ config is missing the fields {missing} because an older version of "
+                "gea_tokenizers saved it. Retrain the tokenizer with `gea train-tokenizer`."
             )
         return cls(**data)
 

@@ -70,25 +70,30 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.weight_decay must be >= 0, got {self.weight_decay}.")
         if self.huber_delta is not None and self.huber_delta <= 0:
             raise ValueError(f"TrainingConfig.huber_delta must be positive or None, got {self.huber_delta}.")
-        bad = {name: weight for name, weight in self.embodiment_weights.items() if not float(weight) > 0}
-        if bad:
-            raise ValueError(f"TrainingConfig.embodiment_weights must be positive, got {bad}.")
+        invalid = {name: weight for name, weight in self.embodiment_weights.items() if not _is_positive_number(weight)}
+        if invalid:
+            raise ValueError(
+                f"Invalid TrainingConfig.embodiment_weights {invalid}: each weight must be a positive number."
+            )
+
+
+def _is_positive_number(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def parse_embodiment_weights(items: Sequence[str]) -> dict[str, float]:
-    """Parse ``NAME=WEIGHT`` items (as given on a command line) into `TrainingConfig.embodiment_weights`."""
+    """Parse command-line ``NAME=WEIGHT`` items into a mapping for `TrainingConfig.embodiment_weights`."""
     weights: dict[str, float] = {}
     for item in items:
         name, separator, value = item.rpartition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if not separator or not name or not weight > 0:
+        if not separator or not name or not _is_positive_number(value):
             raise ValueError(
-                f"Expected NAME=WEIGHT with a positive weight, like mujoco/HalfCheetah-v5=4; got {item!r}."
+                f"Invalid weight {item!r}: expected NAME=WEIGHT with a positive WEIGHT, like mujoco/HalfCheetah-v5=4."
             )
-        weights[name] = weight
+        weights[name] = float(value)
     return weights
 
 
@@ -181,14 +186,14 @@ class _BalancedSampler:
         unknown = sorted(set(weights or {}) - set(self._padded))
         if unknown:
             raise ValueError(
-                f"embodiment_weights names {unknown}, which have no training actions; the embodiments are "
-                f"{sorted(self._padded)}."
+                f"embodiment_weights contains {unknown}, which have no training actions. The embodiments with "
+                f"actions are {sorted(self._padded)}; remove those weights or add their data."
             )
         self._weights = dict(weights or {})
         self._generator = torch.Generator().manual_seed(seed)
 
     def _shares(self, names: list[str], batch_size: int) -> list[int]:
-        """Split `batch_size` rows by weight (the width, or 1 per embodiment, times its embodiment weight).
+        """Split `batch_size` rows in proportion to each embodiment's width (or 1) times its embodiment weight.
 
         Leftover rows after rounding down go to the embodiments with the largest fractional shares.
         """
