@@ -106,3 +106,11 @@ def test_harness_reproduces_direct_expert_runs(name):
     assert [e.seed for e in result.episodes] == eval_seeds(4)
     assert [e.success for e in result.episodes] == [d.success for d in direct]
     assert [e.length for e in result.episodes] == [d.length for d in direct]
+
+
+@pytest.mark.parametrize("temperature", [-0.5, float("nan")])
+def test_policy_agent_rejects_bad_temperature(tmp_path, temperature):
+    from gea.evaluation.policy_agent import policy_agent_factory
+
+    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+        policy_agent_factory(tmp_path, greedy=False, temperature=temperature)

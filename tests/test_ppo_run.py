@@ -114,8 +114,9 @@ def test_ppo_runs_checkpoints_and_resumes(tmp_path, sft_checkpoint):
 
     out = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(run_dir), "--envs", BABYAI, "--episodes", "2", "--max-episode-steps", "4",
-                 "--videos", "0", "--out", str(out)]) == 0
-    assert json.loads((out / "manifest.json").read_text())["checkpoint"] == str(second)
+                 "--videos", "0", "--temperature", "0.5", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["checkpoint"], manifest["temperature"]) == (str(second), 0.5)
     assert json.loads((out / "results.json").read_text())["summaries"][0]["episodes"] == 2
 
 

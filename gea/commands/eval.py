@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-episode-steps", type=int, default=None,
         help="Cap every environment's step limit (default: each adapter's own limit).",
     )
-    parser.add_argument("--greedy", action="store_true", help="Decode actions greedily instead of sampling.")
+    decoding = parser.add_mutually_exclusive_group()
+    decoding.add_argument("--greedy", action="store_true", help="Decode actions greedily instead of sampling.")
+    decoding.add_argument(
+        "--temperature", type=float, default=None,
+        help="Sampling temperature (0 is greedy). Default: the checkpoint's own, 1 unless its config says otherwise.",
+    )
     parser.add_argument("--out", required=True, help="Output folder for results.json/csv/md, success.png, videos, TensorBoard.")
 
 
@@ -57,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
         from gea.training.checkpoint import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(args.checkpoint)
-        agent_factory, image_size = policy_agent_factory(checkpoint, greedy=args.greedy, image_size=args.image_size)
-        extra.update(agent="policy", checkpoint=str(checkpoint), checkpoint_sha256=hash_path(checkpoint), greedy=args.greedy)
+        agent_factory, image_size = policy_agent_factory(
+            checkpoint, greedy=args.greedy, image_size=args.image_size, temperature=args.temperature
+        )
+        extra.update(
+            agent="policy", checkpoint=str(checkpoint), checkpoint_sha256=hash_path(checkpoint),
+            greedy=args.greedy, temperature=args.temperature,
+        )
 
     config = EvaluationConfig(
         envs=_resolve_envs(args.envs),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -26,10 +27,15 @@ class PolicyAgent(EvaluationAgent):
     taken after them, and the prompt is built by the same function SFT trains on.
     """
 
-    def __init__(self, bundle: PolicyBundle, greedy: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, bundle: PolicyBundle, greedy: bool = False, seed: int = 0, temperature: Optional[float] = None
+    ) -> None:
+        if greedy and temperature not in (None, 0.0):
+            raise ValueError(f"greedy decoding contradicts temperature={temperature}; pass one of the two.")
         self.policy = bundle.policy
         self.detokenizer = bundle.detokenizer
-        self.temperature = 0.0 if greedy else None
+        # None leaves the checkpoint's own `GEAPolicyConfig.temperature` in charge.
+        self.temperature = 0.0 if greedy else temperature
         self.generator = torch.Generator().manual_seed(seed)
         self._frames: dict[int, list[list[np.ndarray]]] = {}
         self._actions: dict[int, list[list[int]]] = {}
@@ -60,12 +66,19 @@ class PolicyAgent(EvaluationAgent):
         return results
 
 
-def _make_policy_agent(checkpoint: str, greedy: bool) -> PolicyAgent:
-    return PolicyAgent(load_bundle(Path(checkpoint), lora_trainable=False), greedy=greedy)
+def _make_policy_agent(checkpoint: str, greedy: bool, temperature: Optional[float]) -> PolicyAgent:
+    return PolicyAgent(load_bundle(Path(checkpoint), lora_trainable=False), greedy=greedy, temperature=temperature)
 
 
-def policy_agent_factory(checkpoint: Path, greedy: bool, image_size: Optional[int] = None):
-    """Return a picklable agent factory for `checkpoint` and the image size to render at."""
+def policy_agent_factory(
+    checkpoint: Path, greedy: bool, image_size: Optional[int] = None, temperature: Optional[float] = None
+):
+    """Return a picklable agent factory for `checkpoint` and the image size to render at.
+
+    `temperature` overrides the checkpoint's sampling temperature; `greedy` is temperature 0.
+    """
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0, got {temperature}; use 0 (or --greedy) for greedy decoding.")
     if image_size is None:
         image_size = verify_checkpoint(checkpoint)["metadata"].get("image_size") or DEFAULT_IMAGE_SIZE
-    return functools.partial(_make_policy_agent, str(checkpoint), greedy), int(image_size)
+    return functools.partial(_make_policy_agent, str(checkpoint), greedy, temperature), int(image_size)
