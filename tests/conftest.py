@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from gea_envs import DiscreteActionSpace, Domain, EmbodimentAdapter, EmbodimentPrompt, ExpertPolicy, Observation
+from gea_envs import ADAPTERS, DiscreteActionSpace, Domain, EmbodimentAdapter, EmbodimentPrompt, ExpertPolicy, Observation
 
 
 class LineWorld(gym.Env):
@@ -66,3 +66,11 @@ class LineWorldAdapter(EmbodimentAdapter):
 @pytest.fixture
 def line_world_adapter() -> LineWorldAdapter:
     return LineWorldAdapter()
+
+
+@pytest.fixture
+def registered_line_world(line_world_adapter):
+    """The line world, registered under its name for code that looks adapters up by name."""
+    ADAPTERS.register(line_world_adapter.name, type(line_world_adapter), overwrite=True)
+    yield line_world_adapter
+    ADAPTERS._factories.pop(line_world_adapter.name)

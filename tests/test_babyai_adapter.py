@@ -161,3 +161,34 @@ def test_expert_success_on_twenty_seeds(name):
     finally:
         env.close()
     assert sum(episode.success for episode in episodes) >= 19
+
+
+def test_patch_labels_match_the_drawn_cells():
+    """Each key, ball or box label sits on the patch drawn in its colour (one 8 px patch per cell at 56 px)."""
+    from minigrid.core.constants import COLORS, IDX_TO_COLOR, OBJECT_TO_IDX
+
+    adapter = get_adapter("babyai/GoToLocal")
+    objects = {OBJECT_TO_IDX[name] for name in ("key", "ball", "box")}
+    hues = {index: np.asarray(COLORS[name], float) for index, name in IDX_TO_COLOR.items() if name != "grey"}
+    env = adapter.make_env(seed=0, image_size=56)
+    checked = 0
+    try:
+        for seed in range(5):
+            raw_obs, info = env.reset(seed=seed)
+            frame = adapter.observe(env, raw_obs, info).frames[0]
+            labels = adapter.patch_labels(env)
+            assert labels.shape == (7, 7) and labels.max() < adapter.patch_label_count
+            for (row, col), label in np.ndenumerate(labels):
+                kind, color = divmod(int(label), 6)
+                if kind not in objects or color not in hues:
+                    continue
+                pixels = frame[row * 8:(row + 1) * 8, col * 8:(col + 1) * 8].reshape(-1, 3).astype(float)
+                vivid = pixels[np.ptp(pixels, axis=1).argmax()]
+                # Objects are drawn over a grey floor: compare the colour direction, not the value.
+                shifted = vivid - vivid.min()
+                scores = {index: shifted @ (hue - hue.min()) / np.linalg.norm(hue - hue.min()) for index, hue in hues.items()}
+                assert max(scores, key=scores.get) == color, (seed, row, col, vivid)
+                checked += 1
+    finally:
+        env.close()
+    assert checked >= 5

@@ -11,14 +11,6 @@ from gea.evaluation.harness import EvaluationConfig, evaluate
 from gea.evaluation.report import markdown_table, write_report
 from gea.evaluation.seeds import eval_seeds
 from gea.evaluation.stats import EnvironmentSummary, episode_weighted_average, macro_average, wilson_interval
-from gea_envs import ADAPTERS
-
-
-@pytest.fixture
-def registered_line_world(line_world_adapter):
-    ADAPTERS.register(line_world_adapter.name, type(line_world_adapter), overwrite=True)
-    yield line_world_adapter
-    ADAPTERS._factories.pop(line_world_adapter.name)
 
 
 def test_wilson_interval_known_values():

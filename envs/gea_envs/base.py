@@ -127,6 +127,19 @@ class EmbodimentAdapter(abc.ABC):
     def make_expert(self, env: gym.Env) -> ExpertPolicy:
         """Build the expert that demonstrates this embodiment on `env`."""
 
+    patch_label_count: int = 0
+    """Classes of `patch_labels`; 0 when the adapter gives none."""
+
+    def patch_labels(self, env: gym.Env) -> Optional[np.ndarray]:
+        """Return the current frame's symbolic content per grid cell, or None (the default).
+
+        An adapter whose simulator can say what each region of the frame shows (a grid world's
+        cells) returns an int array of shape ``(rows, cols)`` in ``[0, patch_label_count)``,
+        row 0 at the top of the frame. Vision pretraining (`gea.training.vision_pretraining`)
+        teaches the vision tower to predict it, one label per patch.
+        """
+        return None
+
     def goal_reached(self, reward: float, terminated: bool, info: dict) -> bool:
         """Return whether this step reached the task's goal (default: positive reward at termination)."""
         return bool(terminated and reward > 0)

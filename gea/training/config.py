@@ -39,18 +39,58 @@ class DatasetSpec:
 
 
 @dataclass
+class VisionPretrainingConfig:
+    """Settings of the vision pretraining stage (`policy.vision_pretraining` in an SFT config).
+
+    Attributes:
+        env: registered embodiment whose adapter provides `patch_labels`
+            (see `gea.training.vision_pretraining`).
+        frames: random-walk frames to collect; a tenth is held out to measure accuracy.
+        steps: optimizer steps over the vision tower and the per-patch classifier.
+        batch_size: frames per step.
+        lr: AdamW learning rate.
+        seed: seeds the environments, the random walk and the batch order.
+    """
+
+    env: str
+    frames: int = 20_000
+    steps: int = 1_000
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vision_pretraining.{name} must be at least 1, got {getattr(self, name)}.")
+        if self.frames < 10:
+            raise ValueError(f"vision_pretraining.frames must be at least 10 (a tenth is held out), got {self.frames}.")
+        if not self.lr > 0:
+            raise ValueError(f"vision_pretraining.lr must be positive, got {self.lr}.")
+
+
+@dataclass
 class PolicyInitConfig:
     """Where the policy's weights come from.
 
     `init` is ``"tiny"`` (a randomly initialized tiny LLaVA-OneVision with a tokenizer
     trained on the data's text) or a LLaVA-OneVision checkpoint (local folder or hub id).
     `tiny` contains `gea.policy.TinyModelSpec` fields, and `policy` contains `GEAPolicyConfig` fields.
+    `vision_pretraining`, when set, trains the vision tower on labelled simulator frames
+    before SFT starts (`VisionPretrainingConfig` fields).
     """
 
     init: str = TINY_INIT
     tiny: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    vision_pretraining: Optional[VisionPretrainingConfig] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vision_pretraining, dict):
+            self.vision_pretraining = from_mapping(
+                VisionPretrainingConfig, self.vision_pretraining, "SFT config policy.vision_pretraining"
+            )
 
 
 @dataclass

@@ -73,6 +73,10 @@ def build_bundle(
             # A pretrained vocabulary keeps its size: codes reuse its least-used ids.
             exclude = action_phrase_token_ids(spaces, policy.tokenizer)
             code_map = least_used_code_map(policy.tokenizer, corpus, continuous.num_codes, exclude)
+    if init.vision_pretraining is not None:
+        from gea.training.vision_pretraining import pretrain_vision_tower
+
+        pretrain_vision_tower(policy, init.vision_pretraining)
     detokenizer = ActionDetokenizer(spaces, policy.tokenizer, continuous, code_map)
     logger.info("Built policy from %s for %d embodiments.", init.init, len(embodiments))
     return PolicyBundle(policy, detokenizer)

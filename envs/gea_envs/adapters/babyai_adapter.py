@@ -35,6 +35,9 @@ MISSION_KEY = "mission"
 VIEW_CELLS = 7
 
 # minigrid.core.actions.Actions in index order: left, right, forward, pickup, drop, toggle, done.
+# Patch labels are object type x colour of minigrid's symbolic view (11 types, 6 colours).
+OBJECT_TYPES = 11
+COLORS = 6
 ACTION_NAMES = ("turn left", "turn right", "move forward", "pick up", "drop", "toggle", "done")
 
 
@@ -153,6 +156,7 @@ class BabyAIAdapter(EmbodimentAdapter):
     action_space = DiscreteActionSpace(ACTION_NAMES)
     success_rule = "The episode ends with a positive reward, which BabyAI gives only when the instruction is completed."
     expert_success_rate = 0.95
+    patch_label_count = OBJECT_TYPES * COLORS
 
     def __init__(self, level: BabyAILevel) -> None:
         self.level = level
@@ -183,6 +187,12 @@ class BabyAIAdapter(EmbodimentAdapter):
 
     def make_expert(self, env: gym.Env) -> ExpertPolicy:
         return BabyAIBotExpert()
+
+    def patch_labels(self, env: gym.Env) -> np.ndarray:
+        """Object type x colour of each cell of the 7x7 view, as (row, column) from the top of the frame."""
+        symbolic = env.unwrapped.gen_obs()[IMAGE_KEY]  # (7, 7, 3): column, row, (type, colour, state)
+        labels = symbolic[..., 0].astype(np.int64) * COLORS + symbolic[..., 1]
+        return labels.T  # (row, column), as the frame is drawn
 
 
 def _register() -> None:
