@@ -74,6 +74,7 @@ _NINE_ROOMS = "a 3x3 maze of 8x8 rooms joined by doors"
 # BabyAIBot solves all of these (20 of 20 episodes each, seeds 0-19, measured with
 # minigrid 3.2.0). It fails on the PutNext*Carrying and KeyInBox levels, so those are absent.
 LEVELS = (
+    BabyAILevel("GoToRedBall", 64, _SINGLE_ROOM + ", of which one red ball"),
     BabyAILevel("GoToLocal", 64, _SINGLE_ROOM),
     BabyAILevel("PickupLoc", 64, _SINGLE_ROOM),
     BabyAILevel("GoTo", 576, _NINE_ROOMS),
