@@ -177,7 +177,8 @@ def test_patch_labels_match_the_drawn_cells():
             raw_obs, info = env.reset(seed=seed)
             frame = adapter.observe(env, raw_obs, info).frames[0]
             labels = adapter.patch_labels(env)
-            assert labels.shape == (7, 7) and labels.max() < adapter.patch_label_count
+            assert labels.shape == (7, 7)
+            assert labels.max() < adapter.patch_label_count
             for (row, col), label in np.ndenumerate(labels):
                 kind, color = divmod(int(label), 6)
                 if kind not in objects or color not in hues:

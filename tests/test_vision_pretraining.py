@@ -27,7 +27,7 @@ def test_collected_frames_and_labels_line_up():
     assert len({frame.tobytes() for frame in frames}) > 10
 
 
-def test_pretraining_learns_the_cells_and_touches_only_the_vision_tower():
+def test_pretraining_learns_cells_in_vision_tower():
     policy = tiny_policy()
     language_before = {name: p.clone() for name, p in policy.base_model.model.language_model.named_parameters()}
     vision_before = {name: p.clone() for name, p in policy.base_model.model.vision_tower.named_parameters()}
@@ -42,7 +42,7 @@ def test_pretraining_learns_the_cells_and_touches_only_the_vision_tower():
         assert torch.equal(language_before[name], parameter), name
 
 
-def test_adapter_without_labels_is_refused(registered_line_world):
+def test_adapter_without_labels_raises(registered_line_world):
     with pytest.raises(ValueError, match="gives no patch labels"):
         pretrain_vision_tower(tiny_policy(), VisionPretrainingConfig(env=registered_line_world.name, frames=10, steps=1))
 

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decoding.add_argument("--greedy", action="store_true", help="Decode actions greedily instead of sampling.")
     decoding.add_argument(
         "--temperature", type=float, default=None,
-        help="Sampling temperature (0 is greedy). Default: the checkpoint's own, 1 unless its config says otherwise.",
+        help="Sampling temperature (0 is greedy). Default: the checkpoint's own (1 unless its config sets another).",
     )
     parser.add_argument("--out", required=True, help="Output folder for results.json/csv/md, success.png, videos, TensorBoard.")
 
