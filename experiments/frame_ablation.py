@@ -2,10 +2,9 @@
 
 The script draws SFT batches from the checkpoint's own datasets (the paths in its saved SFT
 config) and scores the expert's action tokens twice. The first pass gives each sample its
-own frames; the second gives it the frames of another sample of the same batch that has
-as many frames. A policy that
-reads its observations loses likelihood when the frames are shuffled; one that predicts
-from the prompt text and past actions alone scores the same. With shuffled frames the
+own frames. The second gives it the frames of another sample of the same batch that has
+as many frames. A policy that reads its observations loses likelihood when the frames are
+shuffled, while one that predicts from the prompt text and past actions alone scores the same. With shuffled frames the
 loss is about the entropy of the expert's action distribution given the text.
 
 Usage:
@@ -69,7 +68,7 @@ def frame_ablation(checkpoint: Path, batches: int, batch_size: int, seed: int = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="An SFT checkpoint folder (it holds sft_config.yaml).")
+    parser.add_argument("checkpoint", type=Path, help="SFT checkpoint folder, the one that contains sft_config.yaml.")
     parser.add_argument("--batches", type=int, default=8, help="Batches to score. Default: 8.")
     parser.add_argument("--batch-size", type=int, default=32, help="Samples per batch. Default: 32.")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ def parser_for(data: dict):
     raise AssertionError(f"Cannot tell which command reads keys {sorted(data)}.")
 
 
-def test_configs_exist():
+def test_experiment_configs_found():
     assert len(CONFIGS) >= 5
 
 

@@ -19,7 +19,7 @@ def tiny_policy(image_size: int = 56) -> GEAPolicy:
     return GEAPolicy(model, tokenizer, processor, GEAPolicyConfig(history_length=1))
 
 
-def test_collected_frames_and_labels_line_up():
+def test_collect_frames_shapes_and_variety():
     frames, labels = collect_labelled_frames(get_adapter(BABYAI), count=20, image_size=56, seed=3)
     assert frames.shape == (20, 56, 56, 3)
     assert labels.shape == (20, 7, 7)
@@ -47,7 +47,7 @@ def test_adapter_without_labels_raises(registered_line_world):
         pretrain_vision_tower(tiny_policy(), VisionPretrainingConfig(env=registered_line_world.name, frames=10, steps=1))
 
 
-def test_patch_grid_must_match_the_cells():
+def test_patch_grid_mismatch_raises():
     # 64 px with 8 px patches is an 8x8 grid; BabyAI's view is 7x7 cells.
     with pytest.raises(ValueError, match="set the tiny model's image_size"):
         pretrain_vision_tower(tiny_policy(image_size=64), VisionPretrainingConfig(env=BABYAI, frames=10, steps=1))

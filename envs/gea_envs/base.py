@@ -133,7 +133,7 @@ class EmbodimentAdapter(abc.ABC):
     def patch_labels(self, env: gym.Env) -> Optional[np.ndarray]:
         """Return the current frame's symbolic content per grid cell, or None (the default).
 
-        An adapter whose simulator can say what each region of the frame shows (a grid world's
+        An adapter whose simulator records what each region of the frame shows (a grid world's
         cells) returns an int array of shape ``(rows, cols)`` in ``[0, patch_label_count)``,
         row 0 at the top of the frame. Vision pretraining (`gea.training.vision_pretraining`)
         teaches the vision tower to predict it, one label per patch.

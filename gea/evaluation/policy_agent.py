@@ -31,10 +31,10 @@ class PolicyAgent(EvaluationAgent):
         self, bundle: PolicyBundle, greedy: bool = False, seed: int = 0, temperature: Optional[float] = None
     ) -> None:
         if greedy and temperature not in (None, 0.0):
-            raise ValueError(f"greedy decoding contradicts temperature={temperature}; pass one of the two.")
+            raise ValueError(f"Invalid decoding: greedy=True with temperature={temperature}. Pass only one of them.")
         self.policy = bundle.policy
         self.detokenizer = bundle.detokenizer
-        # None leaves the checkpoint's own `GEAPolicyConfig.temperature` in charge.
+        # None keeps the checkpoint's own `GEAPolicyConfig.temperature`.
         self.temperature = 0.0 if greedy else temperature
         self.generator = torch.Generator().manual_seed(seed)
         self._frames: dict[int, list[list[np.ndarray]]] = {}
@@ -78,7 +78,9 @@ def policy_agent_factory(
     `temperature` overrides the checkpoint's sampling temperature; `greedy` is temperature 0.
     """
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a number >= 0, got {temperature}; use 0 (or --greedy) for greedy decoding.")
+        raise ValueError(
+            f"temperature must be a number >= 0, got {temperature}. Use 0 (or --greedy) for greedy decoding."
+        )
     if image_size is None:
         image_size = verify_checkpoint(checkpoint)["metadata"].get("image_size") or DEFAULT_IMAGE_SIZE
     return functools.partial(_make_policy_agent, str(checkpoint), greedy, temperature), int(image_size)

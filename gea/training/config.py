@@ -45,7 +45,7 @@ class VisionPretrainingConfig:
     Attributes:
         env: registered embodiment whose adapter provides `patch_labels`
             (see `gea.training.vision_pretraining`).
-        frames: random-walk frames to collect; a tenth is held out to measure accuracy.
+        frames: random-walk frames to collect. A tenth is held out to measure accuracy.
         steps: optimizer steps over the vision tower and the per-patch classifier.
         batch_size: frames per step.
         lr: AdamW learning rate.

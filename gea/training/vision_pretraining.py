@@ -2,11 +2,11 @@
 
 A randomly initialized vision tower learns to read small grid cells slowly when the only
 signal is the expert's next action (experiments/sft.md measures it). An adapter whose
-simulator knows what each cell of the frame shows (`EmbodimentAdapter.patch_labels`)
+simulator records what each cell of the frame shows (`EmbodimentAdapter.patch_labels`)
 gives one label per patch for free, 49 per 56 px BabyAI frame. This stage trains the
 vision tower with a linear per-patch classifier on such labels before SFT: the CPU
 stand-in for the vision tower a real LLaVA-OneVision checkpoint brings pretrained.
-The classifier is thrown away afterwards; SFT trains the whole policy as usual.
+The classifier is discarded afterwards, and SFT trains the whole policy as usual.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # rather than the corners one walk wanders into.
 STEPS_PER_EPISODE = 8
 HELD_OUT_SHARE = 0.1
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass
@@ -44,7 +45,7 @@ class VisionPretrainingResult:
 def collect_labelled_frames(
     adapter: EmbodimentAdapter, count: int, image_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random-walk `adapter`'s environment; return frames ``(count, H, W, 3)`` and labels ``(count, rows, cols)``."""
+    """Collect frames ``(count, H, W, 3)`` and labels ``(count, rows, cols)`` by random walks in `adapter`'s env."""
     env = adapter.make_env(seed, image_size)
     env.action_space.seed(seed)
     frames, labels = [], []
@@ -54,14 +55,14 @@ def collect_labelled_frames(
             raw_obs, info = env.reset(seed=seed + episode)
             episode += 1
             for _ in range(STEPS_PER_EPISODE):
-                labels_now = adapter.patch_labels(env)
-                if labels_now is None:
+                cell_labels = adapter.patch_labels(env)
+                if cell_labels is None:
                     raise ValueError(
-                        f"{adapter.name} gives no patch labels (its adapter does not implement `patch_labels`); "
-                        "pick an embodiment that does, such as a BabyAI level, for vision_pretraining.env."
+                        f"Invalid vision_pretraining.env {adapter.name!r}: it gives no patch labels (its adapter does "
+                        "not implement `patch_labels`). Pick an embodiment that does, such as a BabyAI level."
                     )
                 frames.append(adapter.observe(env, raw_obs, info).frames[-1])
-                labels.append(labels_now)
+                labels.append(cell_labels)
                 progress.update()
                 if len(frames) == count:
                     break
@@ -102,8 +103,13 @@ def pretrain_vision_tower(policy: GEAPolicy, config: VisionPretrainingConfig) ->
     if labels.shape[1:] != (grid, grid):
         raise ValueError(
             f"{config.env} labels {labels.shape[1]}x{labels.shape[2]} cells, but the vision tower sees {grid}x{grid} "
-            f"patches ({image_size} px, {vision_config.patch_size} px patches); set the tiny model's image_size and "
-            "patch_size so that one patch covers one cell."
+            f"patches ({image_size} px, {vision_config.patch_size} px patches). To match them, set the tiny model's "
+            "image_size and patch_size to give one patch per cell."
+        )
+    if labels.min() < 0 or labels.max() >= adapter.patch_label_count:
+        raise ValueError(
+            f"{config.env} gave patch labels in [{labels.min()}, {labels.max()}], outside [0, "
+            f"{adapter.patch_label_count}). Fix the adapter's `patch_labels` or `patch_label_count`."
         )
     labels = torch.from_numpy(labels.reshape(len(labels), grid * grid))  # (frames, patches)
     held_out = max(1, int(len(frames) * HELD_OUT_SHARE))
@@ -128,11 +134,13 @@ def pretrain_vision_tower(policy: GEAPolicy, config: VisionPretrainingConfig) ->
         loss_value = float(loss.detach())
 
     model.eval()
+    prediction_batches = []
     with torch.no_grad():
-        predictions = torch.cat([
-            model(preprocess_frames(policy.image_processor, list(frames[start:min(start + 256, held_out)]))).argmax(-1)
-            for start in range(0, held_out, 256)
-        ])
+        for start in range(0, held_out, EVAL_BATCH_SIZE):
+            chunk = frames[start:min(start + EVAL_BATCH_SIZE, held_out)]
+            pixel_values = preprocess_frames(policy.image_processor, list(chunk))
+            prediction_batches.append(model(pixel_values).argmax(-1))  # (frames, patches)
+    predictions = torch.cat(prediction_batches)
     truth = labels[:held_out]
     majority = torch.mode(truth.flatten()).values
     result = VisionPretrainingResult(

@@ -34,10 +34,11 @@ MISSION_KEY = "mission"
 # minigrid's agent view is 7x7 cells by default (MiniGridEnv.agent_view_size).
 VIEW_CELLS = 7
 
-# minigrid.core.actions.Actions in index order: left, right, forward, pickup, drop, toggle, done.
 # Patch labels are object type x colour of minigrid's symbolic view (11 types, 6 colours).
 OBJECT_TYPES = 11
 COLORS = 6
+
+# minigrid.core.actions.Actions in index order: left, right, forward, pickup, drop, toggle, done.
 ACTION_NAMES = ("turn left", "turn right", "move forward", "pick up", "drop", "toggle", "done")
 
 
@@ -191,6 +192,8 @@ class BabyAIAdapter(EmbodimentAdapter):
 
     def patch_labels(self, env: gym.Env) -> np.ndarray:
         """Object type x colour of each cell of the 7x7 view, as (row, column) from the top of the frame."""
+        # NOTE: minigrid encodes the agent's own cell as what it carries (or empty), while the frame
+        # draws the agent there, so that one cell's label does not describe its pixels.
         symbolic = env.unwrapped.gen_obs()[IMAGE_KEY]  # (7, 7, 3): column, row, (type, colour, state)
         labels = symbolic[..., 0].astype(np.int64) * COLORS + symbolic[..., 1]
         return labels.T  # (row, column), as the frame is drawn
