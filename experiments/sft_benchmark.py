@@ -6,8 +6,14 @@ AdamW step, on every parameter of the tiny model. Samples alternate between two 
 kinds, each with a prompt of three observations of one 56 px frame (50 image tokens
 per frame) and the actions between them:
 
-- discrete: one of BabyAI's 7 action names, tokenized, then an end token (`TrieConstraint`);
-- continuous: 2 codes of 256 bins (`FixedLengthConstraint`).
+- discrete: BabyAI GoToLocal's prompt and one of its 7 action names, tokenized, then an end
+  token (`TrieConstraint`);
+- continuous: Meta-World reach's prompt and 2 codes of 256 bins (`FixedLengthConstraint`).
+
+Each row draws its instruction from a few per kind, as rows of real data differ. Every
+batch size runs twice: with the policy's shared-prefix pass (each embodiment's header
+computed once per batch, `gea.policy.shared_prefix`) and with every row computed in full,
+so the page gives their speed ratio measured side by side.
 
 Model FLOPs per sample are those of the matrix products of one step (linear, convolution
 and attention layers, forward and backward), counted with
@@ -25,6 +31,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
@@ -39,10 +46,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+import gea.policy.modeling_gea as modeling_gea
 from gea.policy import GEAPolicy, GEAPolicyConfig, PolicyInput, build_tiny_model
 from gea.training.sft import ActionNLL
 from gea.training.sft_data import SFTBatch
-from gea_envs import EmbodimentPrompt
+from gea_envs import get_adapter
 from gea_tokenizers.constraint import FixedLengthConstraint, PrefixConstraint, TrieConstraint
 from gea.manifest import describe_machine
 
@@ -52,15 +60,13 @@ ACTION_TOKENS = [f"<act_{index}>" for index in range(512)]
 END_TOKEN = "<act_511>"
 BABYAI_ACTIONS = ["turn left", "turn right", "move forward", "pick up", "drop", "toggle", "done"]
 CONTINUOUS_CODES = 2
-PROMPTS = {
-    "discrete": EmbodimentPrompt(
-        agent="a triangle agent", action_space="one of 7 named actions", simulator="MiniGrid", camera="top-down view"
-    ),
-    "continuous": EmbodimentPrompt(
-        agent="a Sawyer arm", action_space="2 action codes", simulator="MuJoCo", camera="corner camera"
-    ),
+# The real embodiment prompts, whose headers make up about half of each prompt's tokens.
+EMBODIMENTS = {"discrete": "babyai/GoToLocal", "continuous": "metaworld/reach-v3"}
+INSTRUCTIONS = {
+    "discrete": ["go to the red ball", "go to a purple key", "go to the green box", "go to a grey ball"],
+    "continuous": ["reach the goal", "reach the red goal", "push the puck", "reach the green target"],
 }
-INSTRUCTIONS = {"discrete": "go to the red ball", "continuous": "reach the goal"}
+ARMS = ("shared prefixes", "full rows")
 IMAGE_SIZE = 56
 HISTORY = 3
 LEARNING_RATE = 1e-4
@@ -81,8 +87,9 @@ class Workload:
 
 
 def build_policy() -> GEAPolicy:
-    texts = [*INSTRUCTIONS.values(), *BABYAI_ACTIONS]
-    for prompt in PROMPTS.values():
+    texts = [instruction for choices in INSTRUCTIONS.values() for instruction in choices] + BABYAI_ACTIONS
+    for name in EMBODIMENTS.values():
+        prompt = get_adapter(name).prompt
         texts += [prompt.agent, prompt.action_space, prompt.simulator, prompt.camera]
     model, tokenizer, processor = build_tiny_model(texts, ACTION_TOKENS, seed=0)
     policy = GEAPolicy(model, tokenizer, processor, GEAPolicyConfig(history_length=HISTORY))
@@ -117,7 +124,8 @@ def build_workload(policy: GEAPolicy, batch_size: int, rng: np.random.Generator)
         constraint, choices = grammars[kind]
         frames = [[rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)] for _ in range(HISTORY)]
         past_actions = [sample_action(kind, choices, rng) for _ in range(HISTORY - 1)]
-        workload.inputs.append(policy.build_input(PROMPTS[kind], INSTRUCTIONS[kind], frames, past_actions))
+        instruction = INSTRUCTIONS[kind][int(rng.integers(len(INSTRUCTIONS[kind])))]
+        workload.inputs.append(policy.build_input(get_adapter(EMBODIMENTS[kind]).prompt, instruction, frames, past_actions))
         workload.action_ids.append(sample_action(kind, choices, rng))
         workload.constraints.append(constraint)
         workload.kinds.append(kind)
@@ -140,6 +148,18 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
         self.optimizer.step()
         return float(loss.detach())
+
+
+@contextlib.contextmanager
+def sharing(arm: str):
+    """Run the policy with its shared-prefix pass, or with every row computed in full."""
+    original = modeling_gea.split_shared_prefixes
+    if arm == "full rows":
+        modeling_gea.split_shared_prefixes = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        modeling_gea.split_shared_prefixes = original
 
 
 def step_flops(trainer: Trainer, workload: Workload) -> int:
@@ -167,26 +187,35 @@ def timed_step(trainer: Trainer, workload: Workload) -> tuple[float, float]:
 
 
 def run(batch_sizes: Sequence[int], repeats: int, seed: int) -> tuple[list[dict], float]:
-    """Measure every batch size, alternating within each repeat, and return the rows and the policy's size in M."""
+    """Measure every (arm, batch size), alternating within each repeat; return the rows and the policy's size in M."""
     policy = build_policy()
     trainer = Trainer(policy)
     rng = np.random.default_rng(seed)
     workloads = {batch_size: build_workload(policy, batch_size, rng) for batch_size in batch_sizes}
+    cases = [(arm, batch_size) for batch_size in batch_sizes for arm in ARMS]
     flops = {}
-    for batch_size, workload in workloads.items():
-        trainer.step(workload)  # warm-up, which also creates the AdamW state
-        flops[batch_size] = step_flops(trainer, workload)
-    timings: dict[int, list[tuple[float, float]]] = {batch_size: [] for batch_size in batch_sizes}
+    for arm, batch_size in cases:
+        with sharing(arm):
+            trainer.step(workloads[batch_size])  # warm-up, which also creates the AdamW state
+            flops[arm, batch_size] = step_flops(trainer, workloads[batch_size])
+    timings: dict[tuple[str, int], list[tuple[float, float]]] = {case: [] for case in cases}
     peaks = []
     for _ in tqdm(range(repeats), desc="repeats"):
-        for batch_size, workload in workloads.items():
-            timings[batch_size].append(timed_step(trainer, workload))
+        for arm, batch_size in cases:
+            with sharing(arm):
+                timings[arm, batch_size].append(timed_step(trainer, workloads[batch_size]))
         peaks.append(matmul_peak_gflops())
     peak = statistics.median(peaks)
-    rows = [summarize(batch_size, timings[batch_size], flops[batch_size], peak) for batch_size in batch_sizes]
-    for row, workload in zip(rows, workloads.values()):
-        row["prompt_tokens"] = statistics.mean(len(item.input_ids) for item in workload.inputs)
-        logger.info("batch %d: %s", row["batch_size"], row)
+    rows = []
+    for arm, batch_size in cases:
+        row = summarize(batch_size, timings[arm, batch_size], flops[arm, batch_size], peak)
+        row["arm"] = arm
+        row["prompt_tokens"] = statistics.mean(len(item.input_ids) for item in workloads[batch_size].inputs)
+        logger.info("%s, batch %d: %s", arm, batch_size, row)
+        rows.append(row)
+    full = {row["batch_size"]: row["samples_per_cpu_s"] for row in rows if row["arm"] == "full rows"}
+    for row in rows:
+        row["speedup"] = row["samples_per_cpu_s"] / full[row["batch_size"]]
     parameters = sum(parameter.numel() for parameter in policy.parameters()) / 1e6
     return rows, parameters
 
@@ -216,30 +245,35 @@ def render_page(rows: list[dict], command: str, repeats: int, parameters: float)
         "",
         f"One SFT step of the tiny CPU policy ({parameters:.1f} M parameters with the value head, all trained):",
         "`GEAPolicy.score` through the SFT trainer's `ActionNLL` loss, backward, gradient-norm clipping and",
-        "an AdamW step. Samples alternate between a BabyAI-like discrete action (one of 7 names plus an end",
-        f"token) and a continuous action of {CONTINUOUS_CODES} codes. Every prompt carries {HISTORY} observations",
-        f"of one {IMAGE_SIZE} px frame (50 image tokens each) and the actions between them.",
+        "an AdamW step. Samples alternate between BabyAI GoToLocal's prompt with one of its 7 action names",
+        f"plus an end token and Meta-World reach's prompt with a continuous action of {CONTINUOUS_CODES} codes, each",
+        "row with one of four instructions of its embodiment. Every prompt carries",
+        f"{HISTORY} observations of one {IMAGE_SIZE} px frame (50 image tokens each) and the actions between them.",
+        "Each batch size runs in two arms: `shared prefixes` computes each embodiment's prompt header once",
+        "per batch (what training does), `full rows` computes every row in full.",
         "",
         "- **GFLOP/sample**: FLOPs of the matrix products of one step (linear, convolution and attention",
         "  layers, forward and backward) per sample, counted with `torch.utils.flop_counter.FlopCounterMode`",
         "  with attention on the math backend; elementwise work and the optimizer are not counted.",
         "- **matmul peak**: float32 `torch.matmul` throughput of 1024 x 1024 products in the same run and",
         "  thread count, median over the repeats.",
-        "- **MFU**: GFLOP/sample x samples per CPU second / matmul peak.",
+        "- **MFU**: GFLOP/sample x samples per CPU second / matmul peak. FLOPs are those the step",
+        "  runs, so the shared-prefix arm counts fewer per sample for the same training signal.",
+        "- **speedup**: samples per CPU second over those of the full-rows arm at the same batch size.",
         "",
-        f"Times are medians of {repeats} repeats, with batch sizes alternating within each repeat, after one",
-        "warm-up step per batch size. Samples/s use wall time; samples per CPU second and MFU use process",
+        f"Times are medians of {repeats} repeats, with arms and batch sizes alternating within each repeat, after one",
+        "warm-up step per case. Samples/s use wall time; samples per CPU second and MFU use process",
         "CPU time, which other jobs on a shared machine disturb less.",
         "",
-        "| batch | samples/s | samples/CPU s | GFLOP/sample | achieved GFLOP/s | matmul peak GFLOP/s | MFU |"
-        " mean prompt tokens |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | batch | samples/s | samples/CPU s | speedup | GFLOP/sample | achieved GFLOP/s |"
+        " matmul peak GFLOP/s | MFU | mean prompt tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['batch_size']} | {row['samples_per_s']:.1f} | {row['samples_per_cpu_s']:.1f} "
-            f"| {row['gflop_per_sample']:.2f} | {row['achieved_gflops']:.1f} | {row['peak_gflops']:.0f} "
-            f"| {row['mfu']:.0%} | {row['prompt_tokens']:.0f} |"
+            f"| {row['arm']} | {row['batch_size']} | {row['samples_per_s']:.1f} | {row['samples_per_cpu_s']:.1f} "
+            f"| {row['speedup']:.2f} | {row['gflop_per_sample']:.2f} | {row['achieved_gflops']:.1f} "
+            f"| {row['peak_gflops']:.0f} | {row['mfu']:.0%} | {row['prompt_tokens']:.0f} |"
         )
     lines += ["", f"Command: `{command}`", "", f"Machine: {machine_description()}", ""]
     return "\n".join(lines)

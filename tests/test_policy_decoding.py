@@ -171,6 +171,45 @@ def test_shared_prefix_act_matches_single_rows(tiny_parts):
         torch.testing.assert_close(single.values[0], batched.values[row], atol=LOG_PROB_TOLERANCE, rtol=0)
 
 
+def test_shared_prefix_score_matches_single_rows(tiny_parts):
+    policy = policy_with_seed(tiny_parts, 11)
+    policy.train()
+    ids = usable_ids(policy)
+    rng = np.random.default_rng(12)
+    instructions = ["pick up the puck", "push the puck to the goal", "pick up the puck", "reach the red goal"]
+    inputs = []
+    for instruction, observations in zip(instructions, [2, 1, 3, 2]):
+        frames = [[rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)] for _ in range(observations)]
+        actions = [rng.integers(4, 60, size=2).tolist() for _ in range(observations - 1)]
+        inputs.append(policy.build_input(PROMPT, instruction, frames, actions))
+    split = split_shared_prefixes([item.input_ids for item in inputs], policy.base_model.config.image_token_id)
+    assert split is not None
+    assert split.group_of_row.tolist() == [0, 0, 0, 0]
+    constraint = FixedLengthConstraint([ids[100:140]] * 3)
+    actions = [rng.choice(ids[100:140], size=3).tolist() for _ in inputs]
+    parameter = policy.base_model.model.language_model.layers[0].self_attn.q_proj.weight
+
+    batched = policy.score(inputs, actions, [constraint] * len(inputs))
+    batched_grad = torch.autograd.grad(batched.log_probs.sum() + batched.values.sum(), parameter)[0]
+    single_grad = torch.zeros_like(parameter)
+    for row, (item, action) in enumerate(zip(inputs, actions)):
+        single = policy.score([item], [action], [constraint])
+        torch.testing.assert_close(single.log_probs[0], batched.log_probs[row], atol=LOG_PROB_TOLERANCE, rtol=0)
+        torch.testing.assert_close(single.values[0], batched.values[row], atol=LOG_PROB_TOLERANCE, rtol=0)
+        single_grad += torch.autograd.grad(single.log_probs.sum() + single.values.sum(), parameter)[0]
+
+    torch.testing.assert_close(batched_grad, single_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_split_groups_rows_by_common_prefix():
+    image = 3
+    header = list(range(10, 30))
+    split = split_shared_prefixes([header + [1, image], header + [2, 4, image, 5], [7] + header + [image]], image)
+    assert split.prefixes == [header, [7] + header]
+    assert split.group_of_row.tolist() == [0, 0, 1]
+    assert split.suffixes == [[1, image], [2, 4, image, 5], [image]]
+
+
 def test_split_shared_prefixes_needs_a_shared_prefix():
     image = 3
     assert split_shared_prefixes([[1, 2, image, 5], [1, 4, image, 6]], image) is None

@@ -55,12 +55,18 @@ class EmbeddedBatch:
 
 @dataclass
 class _Prefill:
-    """Language-model outputs of a prompt batch, with the cache columns' mask and positions."""
+    """Language-model outputs of a batch, with the cache columns' mask and positions.
+
+    `outputs` cover only the columns of `ids`: each row's tokens after its first
+    `prefix_lengths` tokens, which a shared prefix pass put in the cache (0 without one).
+    """
 
     outputs: BaseModelOutputWithPast
     visual_features: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
+    ids: LeftPaddedIds
+    prefix_lengths: torch.Tensor
 
 
 class GEAPolicy(nn.Module):
@@ -301,7 +307,7 @@ class GEAPolicy(nn.Module):
         self._check_batch(inputs, constraints)
         greedy, distribution_temperature = self._resolve_temperature(temperature)
         base = self.base_model
-        prefill = self._prefill(inputs)
+        prefill = self._prefill([item.input_ids for item in inputs], [item.frames for item in inputs])
         outputs = prefill.outputs
         last_hidden = outputs.last_hidden_state[:, -1]
         values = self.value_head(last_hidden, prefill.visual_features)
@@ -346,22 +352,23 @@ class GEAPolicy(nn.Module):
         log_probs_tensor, mask = _pad_rows(token_log_probs, device=values.device)
         return ActionOutput(token_ids=prefixes, log_probs=log_probs_tensor, mask=mask, values=values)
 
-    def _prefill(self, inputs: Sequence[PolicyInput]) -> _Prefill:
-        """Run the prompts through the language model with a KV cache, sharing common prefixes.
+    def _prefill(self, sequences: Sequence[Sequence[int]], frames: Sequence[Sequence[np.ndarray]]) -> _Prefill:
+        """Run token sequences through the language model with a KV cache, sharing common prefixes.
 
-        Rows whose text before the first frame is identical (same embodiment and
-        instruction) get that prefix computed once; see `gea.policy.shared_prefix`.
+        Rows that start with the same long text before their first frame (one embodiment's
+        header) get that prefix computed once; see `gea.policy.shared_prefix`.
         """
         base = self.base_model
-        sequences = [item.input_ids for item in inputs]
-        frames = [item.frames for item in inputs]
         split = split_shared_prefixes(sequences, base.config.image_token_id)
         if split is None:
             batch = self.embed(sequences, frames)
             outputs = self._forward(
                 batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids, use_cache=True
             )
-            return _Prefill(outputs, batch.visual_features, batch.ids.attention_mask, batch.ids.position_ids)
+            no_prefix = torch.zeros(len(sequences), dtype=torch.long)
+            return _Prefill(
+                outputs, batch.visual_features, batch.ids.attention_mask, batch.ids.position_ids, batch.ids, no_prefix
+            )
 
         layout, prefix_ids = shared_layout(split, self.tokenizer.pad_token_id)
         prefix_outputs = self._forward(
@@ -371,7 +378,7 @@ class GEAPolicy(nn.Module):
             use_cache=True,
         )
         cache = prefix_outputs.past_key_values
-        cache.reorder_cache(split.group_of_row)  # one row per distinct prefix -> one row per input
+        cache.reorder_cache(split.group_of_row)  # one row per group -> one row per input
         suffix = self.embed(split.suffixes, frames)
         outputs = self._forward(
             suffix.inputs_embeds,
@@ -380,7 +387,10 @@ class GEAPolicy(nn.Module):
             past_key_values=cache,
             use_cache=True,
         )
-        return _Prefill(outputs, suffix.visual_features, layout.attention_mask, layout.position_ids)
+        prefix_lengths = prefix_ids.lengths[split.group_of_row]
+        return _Prefill(
+            outputs, suffix.visual_features, layout.attention_mask, layout.position_ids, suffix.ids, prefix_lengths
+        )
 
     def _reject_image_token(self, allowed: torch.Tensor) -> None:
         # An emitted image placeholder would be taken for a frame slot when the action is scored.
@@ -411,9 +421,8 @@ class GEAPolicy(nn.Module):
         """
         if not inputs:
             raise ValueError("Got an empty batch; pass at least one PolicyInput.")
-        batch = self.embed([item.input_ids for item in inputs], [item.frames for item in inputs])
-        hidden = self._forward(batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids).last_hidden_state
-        return self.value_head(hidden[:, -1], batch.visual_features)
+        prefill = self._prefill([item.input_ids for item in inputs], [item.frames for item in inputs])
+        return self.value_head(prefill.outputs.last_hidden_state[:, -1], prefill.visual_features)
 
     # ----------------------------------------------------------------------------- scoring
 
@@ -424,7 +433,7 @@ class GEAPolicy(nn.Module):
         constraints: Sequence[PrefixConstraint],
         temperature: float = 1.0,
     ) -> ScoreOutput:
-        """Score given action tokens by teacher forcing, in one forward pass over the batch.
+        """Score given action tokens by teacher forcing, in one pass over the batch.
 
         Each action must be complete and valid under its row's constraint. Gradients flow
         to every trainable parameter, so SFT and PPO losses are built from the result.
@@ -441,15 +450,16 @@ class GEAPolicy(nn.Module):
         if any(image_token_id in action for action in actions):
             raise ValueError(f"An action contains the image placeholder id {image_token_id}; actions must exclude it.")
         base = self.base_model
-        batch = self.embed(
+        prefill = self._prefill(
             [item.input_ids + action for item, action in zip(inputs, actions)], [item.frames for item in inputs]
         )
-        hidden = self._forward(batch.inputs_embeds, batch.ids.attention_mask, batch.ids.position_ids).last_hidden_state
+        hidden = prefill.outputs.last_hidden_state  # (batch, columns after the shared prefixes, hidden)
 
         # The hidden state at column p predicts the token at column p + 1, so action token j
         # of a row is predicted at its last prompt column plus j.
         prompt_lengths = torch.tensor([len(item.input_ids) for item in inputs], device=hidden.device)
-        last_prompt_column = batch.ids.offsets.to(hidden.device) + prompt_lengths - 1
+        columns_in_hidden = prompt_lengths - prefill.prefix_lengths.to(hidden.device)
+        last_prompt_column = prefill.ids.offsets.to(hidden.device) + columns_in_hidden - 1
         max_length = max(len(action) for action in actions)
         steps = torch.arange(max_length, device=hidden.device)
         columns = (last_prompt_column[:, None] + steps).clamp(max=hidden.shape[1] - 1)
@@ -468,7 +478,7 @@ class GEAPolicy(nn.Module):
         token_log_probs = torch.where(mask, log_probs.gather(-1, targets[..., None]).squeeze(-1), 0.0)
         entropy = torch.where(mask, masked_entropy(log_probs, allowed), 0.0)
         rows = torch.arange(len(inputs), device=hidden.device)
-        values = self.value_head(hidden[rows, last_prompt_column], batch.visual_features)
+        values = self.value_head(hidden[rows, last_prompt_column], prefill.visual_features)
         return ScoreOutput(log_probs=token_log_probs, entropy=entropy, mask=mask, values=values)
 
 

@@ -1,11 +1,13 @@
 """Prefill of a batch whose rows share their text before the first frame.
 
-Rows of one embodiment and instruction start with the same tokens: the prompt header
-and the first ``Observation:`` label, about a quarter of a tiny-model prompt with three
-frames. `prefill_shared` runs each distinct prefix through the language model once,
-copies its KV cache to every row that starts with it, and runs only the rows' remaining
-tokens over that cache. Causal attention makes the result equal to a full prefill up
-to float rounding.
+Rows of one embodiment start with the same tokens: the prompt header up to the
+instruction (all of it, and the first ``Observation:`` label, when the instruction is the
+same too). With the tiny model that header is about half of a prompt's tokens.
+`split_shared_prefixes` groups rows by such a common prefix, and the policy runs each
+group's prefix through the language model once, copies its KV cache to every row of the
+group, and runs only the rows' remaining tokens over that cache. Causal attention makes
+the result equal to a full pass up to float rounding, gradients included, so decoding,
+SFT and PPO scoring all take this path.
 
 The cache columns of row ``r`` are ``[pad][prefix of r][pad][suffix of r]``: both parts
 are left-padded to their own width, the attention mask is 0 on both pads, and position
@@ -21,13 +23,17 @@ import torch
 
 from gea.policy.batching import LeftPaddedIds, left_pad
 
+# Rows with different texts join one group only if they share at least this many tokens:
+# enough that the saved compute outweighs an extra padded prefix row.
+MIN_SHARED_TOKENS = 16
+
 
 @dataclass
 class PrefixSplit:
-    """Rows split into a shared prefix and a suffix that starts at the first image token.
+    """Rows split into a shared prefix and a suffix, which starts at or before the row's first image token.
 
     Attributes:
-        prefixes: the distinct prefixes, each a non-empty list of token ids.
+        prefixes: one prefix per group, each a non-empty list of token ids.
         group_of_row: ``(batch,)`` index into `prefixes` of each row's prefix.
         suffixes: each row's tokens after its prefix (all of its image tokens).
     """
@@ -37,15 +43,17 @@ class PrefixSplit:
     suffixes: list[list[int]]
 
 
-def split_shared_prefixes(sequences: Sequence[Sequence[int]], image_token_id: int) -> Optional[PrefixSplit]:
-    """Split each row at its first image token; return None unless two rows share the text before it.
+def split_shared_prefixes(
+    sequences: Sequence[Sequence[int]], image_token_id: int, min_shared: int = MIN_SHARED_TOKENS
+) -> Optional[PrefixSplit]:
+    """Group rows by a common prefix before their first image token; return None if no two rows share one.
 
-    Returns None as well if a row has no image token or starts with one, because then
-    there is no text prefix to share.
+    A row joins the group with which it shares the longest prefix, if that prefix is at
+    least `min_shared` tokens or the whole text before both rows' first image. The group's
+    prefix then shrinks to what all its rows share. Returns None as well if a row has no
+    image token or starts with one, because then there is no text prefix to share.
     """
-    prefixes: list[list[int]] = []
-    index_of_prefix: dict[tuple[int, ...], int] = {}
-    groups, suffixes = [], []
+    heads: list[list[int]] = []
     for sequence in sequences:
         sequence = list(sequence)
         if image_token_id not in sequence:
@@ -53,15 +61,35 @@ def split_shared_prefixes(sequences: Sequence[Sequence[int]], image_token_id: in
         cut = sequence.index(image_token_id)
         if cut == 0:
             return None
-        key = tuple(sequence[:cut])
-        if key not in index_of_prefix:
-            index_of_prefix[key] = len(prefixes)
-            prefixes.append(sequence[:cut])
-        groups.append(index_of_prefix[key])
-        suffixes.append(sequence[cut:])
+        heads.append(sequence[:cut])
+    prefixes: list[list[int]] = []
+    groups: list[int] = []
+    for head in heads:
+        best_group, best_length = -1, 0
+        for group, prefix in enumerate(prefixes):
+            length = _common_length(prefix, head)
+            identical = length == len(prefix) == len(head)
+            if (length >= min_shared or identical) and length > best_length:
+                best_group, best_length = group, length
+        if best_group < 0:
+            prefixes.append(head)
+            groups.append(len(prefixes) - 1)
+        else:
+            prefixes[best_group] = prefixes[best_group][:best_length]
+            groups.append(best_group)
     if len(prefixes) == len(sequences):
         return None
+    suffixes = [list(sequence[len(prefixes[group]) :]) for sequence, group in zip(sequences, groups)]
     return PrefixSplit(prefixes, torch.tensor(groups, dtype=torch.long), suffixes)
+
+
+def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length
 
 
 @dataclass
