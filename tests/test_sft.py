@@ -44,14 +44,14 @@ def action_tokenizer(expert_data, tmp_path_factory):
     return _tokenizer(expert_data, tmp_path_factory.mktemp("tokenizer"), seed=0)
 
 
-def _config(run_dir, expert_data, action_tokenizer, steps=4) -> SFTConfig:
+def _config(run_dir, expert_data, action_tokenizer, steps=4, **train) -> SFTConfig:
     return SFTConfig.from_dict(
         {
             "run_dir": str(run_dir),
             "datasets": [{"path": str(expert_data), "envs": [BABYAI], "weight": 2.0}, {"path": str(expert_data), "envs": [REACH]}],
             "action_tokenizer": action_tokenizer,
             "policy": {"tiny": {"image_size": 32, "text_layers": 1, "vision_layers": 1}, "policy": {"history_length": 2}},
-            "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
+            "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, **train},
         }
     )
 
@@ -89,6 +89,37 @@ def test_loss_covers_action_tokens_only(tmp_path, expert_data, action_tokenizer)
         expected = -scores.log_probs[row, : len(action)].mean()
         torch.testing.assert_close(per_sample[row], expected)
     assert set(batch.embodiments) <= {BABYAI, REACH}
+
+
+def test_validation_episodes_are_never_trained_on(tmp_path, expert_data, action_tokenizer):
+    trainer = SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, validation_episodes=1), show_progress=False)
+    trainer._setup_bundle()
+    data = trainer.data
+
+    held_out = {(dataset, episode) for dataset, episode, _ in data.validation_steps}
+    last_episodes = {(index, len(dataset.episodes) - 1) for index, dataset in enumerate(data.datasets)}
+    trained = {(index, int(episode)) for index, steps in enumerate(data._steps) for episode, _ in steps}
+    assert held_out == last_episodes
+    assert not held_out & trained
+    batches = list(data.validation_batches(max_samples=5, batch_size=2, seed=0))
+    assert [len(batch.inputs) for batch in batches] == [2, 2, 1]
+
+
+def test_validation_loss_logged_at_checkpoints(tmp_path, expert_data, action_tokenizer):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, validation_episodes=1), show_progress=False).train()
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("val/loss")] == [2, 4]
+    assert np.isfinite([event.value for event in events.Scalars(f"val/loss/{BABYAI}")]).all()
+
+
+def test_validation_rejects_holding_out_all(tmp_path, expert_data, action_tokenizer):
+    trainer = SFTTrainer(_config(tmp_path / "run", expert_data, action_tokenizer, validation_episodes=6), show_progress=False)
+    with pytest.raises(ValueError, match="validation_episodes=6"):
+        trainer._setup_bundle()
 
 
 def test_non_finite_loss_keeps_last_checkpoint(tmp_path, expert_data, action_tokenizer, monkeypatch):

@@ -95,6 +95,13 @@ class PolicyInitConfig:
 
 @dataclass
 class OptimizationConfig:
+    """The `train:` section of an SFT config.
+
+    `validation_episodes` holds out the last that many usable episodes of every dataset
+    (0 holds out none). At each checkpoint, the action-token loss on up to
+    `validation_samples` of their steps, the same steps each time, is logged as ``val/loss``.
+    """
+
     steps: int = 1000
     batch_size: int = 16
     grad_accum: int = 1
@@ -106,9 +113,13 @@ class OptimizationConfig:
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     log_every: int = 10
+    validation_episodes: int = 0
+    validation_samples: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints"):
+        if self.validation_episodes < 0:
+            raise ValueError(f"train.validation_episodes must be >= 0 (0 holds out none), got {self.validation_episodes}.")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints", "validation_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}.")
         if self.lr <= 0:

@@ -96,7 +96,13 @@ class SFTTrainer:
             bundle = load_bundle(latest)
             start_step = json.loads((latest / STATE_FILE).read_text())["step"]
             logger.info("Resuming from %s at step %d.", latest, start_step)
-        self.data = SFTDataMix(self.config.datasets, datasets, bundle.policy, bundle.detokenizer)
+        self.data = SFTDataMix(
+            self.config.datasets,
+            datasets,
+            bundle.policy,
+            bundle.detokenizer,
+            validation_episodes=self.config.train.validation_episodes,
+        )
         self.embodiments = embodiments
         # Evaluation renders frames at the size the data was collected at.
         sizes = [info.image_size for dataset in datasets for info in dataset.episodes]
@@ -203,10 +209,11 @@ class SFTTrainer:
             progress.set_postfix(loss=f"{step_loss:.3f}")
             progress.update()
 
-            # 4. Checkpoint.
+            # 4. Checkpoint, and score the held-out episodes.
             if (step + 1) % train.checkpoint_every == 0 or step + 1 == end_step:
                 if accelerator.is_main_process:
                     last_checkpoint = self._save(step + 1, optimizer, scheduler)
+                    self._validate(accelerator.unwrap_model(loss_module), writer, step + 1)
                 accelerator.wait_for_everyone()
         progress.close()
         if writer is not None:
@@ -231,6 +238,25 @@ class SFTTrainer:
             for name, value in zip(batch.embodiments, per_sample.detach().tolist()):
                 by_embodiment[name].append(value)
         return total, {name: float(np.mean(values)) for name, values in by_embodiment.items()}
+
+    def _validate(self, loss_module: nn.Module, writer, step: int) -> Optional[float]:
+        """Log the action-token loss on the held-out episodes; return it, or None if none are held out."""
+        train = self.config.train
+        by_embodiment: dict[str, list[float]] = defaultdict(list)
+        loss_module.eval()
+        with torch.no_grad():
+            for batch in self.data.validation_batches(train.validation_samples, train.batch_size, self.config.seed):
+                for name, value in zip(batch.embodiments, loss_module(batch).tolist()):
+                    by_embodiment[name].append(value)
+        if not by_embodiment:
+            return None
+        loss = float(np.mean([value for values in by_embodiment.values() for value in values]))
+        logger.info("Step %d: validation loss %.4f on %d held-out steps.", step, loss, sum(map(len, by_embodiment.values())))
+        if writer is not None:
+            writer.add_scalar("val/loss", loss, step)
+            for name, values in by_embodiment.items():
+                writer.add_scalar(f"val/loss/{name}", float(np.mean(values)), step)
+        return loss
 
     def _save(self, step: int, optimizer, scheduler) -> Path:
         detokenizer = self.bundle.detokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,9 @@ class SFTDataMix:
 
     Sampling is a pure function of ``(seed, step, rank)``, so a resumed run draws exactly
     the batches the interrupted run would have drawn. The data position is therefore just the step.
+
+    With `validation_episodes` > 0, the last that many usable episodes of each dataset are
+    held out of training; `validation_batches` serves their steps.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class SFTDataMix:
         policy: GEAPolicy,
         detokenizer: ActionDetokenizer,
         cache_episodes: int = 256,
+        validation_episodes: int = 0,
     ) -> None:
         self.policy = policy
         self.detokenizer = detokenizer
@@ -54,20 +58,28 @@ class SFTDataMix:
         self._cache_size = cache_episodes
         # Per dataset: (episode index, step) of every usable step.
         self._steps: list[np.ndarray] = []
+        # (dataset index, episode index, step) of every held-out step.
+        self.validation_steps: list[tuple[int, int, int]] = []
         weights = []
-        for spec, dataset in zip(specs, datasets):
-            pairs = [
-                (index, t)
-                for index, info in enumerate(dataset.episodes)
-                if info.success or not spec.successful_only
-                for t in range(info.length)
-            ]
+        for dataset_index, (spec, dataset) in enumerate(zip(specs, datasets)):
+            usable = [index for index, info in enumerate(dataset.episodes) if info.success or not spec.successful_only]
+            if validation_episodes and validation_episodes >= len(usable):
+                raise ValueError(
+                    f"Dataset {spec.path} has {len(usable)} usable episodes, so it cannot hold out "
+                    f"validation_episodes={validation_episodes}; lower train.validation_episodes or collect more episodes."
+                )
+            held_out = usable[len(usable) - validation_episodes :]
+            training = usable[: len(usable) - validation_episodes]
+            pairs = [(index, t) for index in training for t in range(dataset.episodes[index].length)]
             if not pairs:
                 raise ValueError(
                     f"Dataset {spec.path} has no usable steps (successful_only={spec.successful_only}); "
                     "collect more episodes or set successful_only: false."
                 )
             self._steps.append(np.asarray(pairs, dtype=np.int64))
+            self.validation_steps += [
+                (dataset_index, index, t) for index in held_out for t in range(dataset.episodes[index].length)
+            ]
             weights.append(spec.weight)
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
 
@@ -99,6 +111,26 @@ class SFTDataMix:
         policy_input = self.policy.build_input(adapter.prompt, info.instruction, frames_history, actions_history)
         return policy_input, episode.action_ids[t], info.embodiment
 
+    def _append(self, batch: SFTBatch, dataset_index: int, episode_index: int, t: int) -> None:
+        policy_input, action_ids, embodiment = self.sample_at(dataset_index, episode_index, t)
+        batch.inputs.append(policy_input)
+        batch.action_ids.append(action_ids)
+        batch.constraints.append(self.detokenizer.constraint(embodiment))
+        batch.embodiments.append(embodiment)
+
+    def validation_batches(self, max_samples: int, batch_size: int, seed: int) -> Iterator[SFTBatch]:
+        """Yield batches of at most `max_samples` held-out steps, the same steps on every call."""
+        if not self.validation_steps:
+            return
+        rng = np.random.default_rng(seed)
+        count = min(max_samples, len(self.validation_steps))
+        chosen = sorted(rng.choice(len(self.validation_steps), size=count, replace=False).tolist())
+        for start in range(0, count, batch_size):
+            batch = SFTBatch([], [], [], [])
+            for position in chosen[start : start + batch_size]:
+                self._append(batch, *self.validation_steps[position])
+            yield batch
+
     def batch(self, seed: int, step: int, batch_size: int, rank: int = 0) -> SFTBatch:
         """Draw the batch of optimizer step `step` (micro-batches pass distinct `step` keys)."""
         rng = np.random.default_rng([seed, step, rank])
@@ -107,11 +139,7 @@ class SFTDataMix:
         for dataset_index in dataset_choices:
             steps = self._steps[dataset_index]
             episode_index, t = steps[rng.integers(len(steps))]
-            policy_input, action_ids, embodiment = self.sample_at(int(dataset_index), int(episode_index), int(t))
-            batch.inputs.append(policy_input)
-            batch.action_ids.append(action_ids)
-            batch.constraints.append(self.detokenizer.constraint(embodiment))
-            batch.embodiments.append(embodiment)
+            self._append(batch, int(dataset_index), int(episode_index), int(t))
         return batch
 
 
