@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config
 from transformers import SiglipVisionConfig
 
-from gea.policy import GEAPolicy, GEAPolicyConfig, build_tiny_model, tokens_per_frame, train_tokenizer
+from gea.policy import GEAPolicy, GEAPolicyConfig, TinyModelSpec, build_tiny_model, tokens_per_frame, train_tokenizer
 from gea.policy.frames import build_image_processor, encode_frames, preprocess_frames
 from gea.policy.prompt import ACTION_TEXT, OBSERVATION_TEXT
 from gea_envs.rollout import run_expert_episode
@@ -103,6 +103,17 @@ def test_tiny_model_has_few_million_parameters(tiny_parts):
     count = sum(parameter.numel() for parameter in model.parameters())
     assert 1e6 < count < 5e6
     assert model.config.text_config.vocab_size == len(tokenizer)
+
+
+def test_vision_position_std_sets_scale():
+    model, _, _ = build_tiny_model(["turn left"], spec=TinyModelSpec(vision_position_std=1.0), seed=0)
+    weight = model.model.vision_tower.embeddings.position_embedding.weight
+    assert abs(float(weight.std()) - 1.0) < 0.05
+
+
+def test_vision_position_std_rejects_non_positive():
+    with pytest.raises(ValueError, match="vision_position_std must be positive"):
+        TinyModelSpec(vision_position_std=0.0)
 
 
 # --------------------------------------------------------------------------------- frames

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,6 +50,10 @@ class TinyModelSpec:
     text_kv_heads: int = 2
     max_positions: int = 4096
     vocab_size: int = 1024
+    # Initial std of the vision tower's patch position embeddings. None keeps SigLIP's
+    # 1/sqrt(width), several times weaker than a patch's content, so a larger value makes a
+    # patch's place in the grid stand out in its features from the first step.
+    vision_position_std: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -61,6 +65,8 @@ class TinyModelSpec:
                 f"text_hidden_size {self.text_hidden_size} must divide by text_heads {self.text_heads}, "
                 f"which must divide by text_kv_heads {self.text_kv_heads}."
             )
+        if self.vision_position_std is not None and not self.vision_position_std > 0:
+            raise ValueError(f"vision_position_std must be positive (or None for SigLIP's default), got {self.vision_position_std}.")
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size must be at least 300 (256 bytes plus special tokens), got {self.vocab_size}.")
 
@@ -157,6 +163,9 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaOnevisionForConditionalGeneration(config)
+        if spec.vision_position_std is not None:
+            with torch.no_grad():
+                model.model.vision_tower.embeddings.position_embedding.weight.normal_(0.0, spec.vision_position_std)
     model.eval()
     processor = build_image_processor(spec.image_size)
     parameter_count = sum(parameter.numel() for parameter in model.parameters())
