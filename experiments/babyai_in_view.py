@@ -1,10 +1,10 @@
-"""Where a BabyAI policy loses episodes: steps with the target in view against steps without.
+"""Split a BabyAI policy's steps by whether the target is in view, to find where episodes are lost.
 
-Without a checkpoint, the script measures scripted mixtures on a GoTo level: minigrid's
-`BabyAIBot` (run in advising mode, given the action actually taken) acts on a share of the
-steps where an object matching the instruction is in the agent's 7x7 view, and a uniformly
-random turn-left, turn-right or move-forward acts on every other step. The mixtures bound
-how well a policy must act on in-view steps to reach a success rate.
+Without a checkpoint, the script measures scripted mixtures on a GoTo level. On a share of
+the steps where an object matching the instruction is in the agent's 7x7 view, minigrid's
+`BabyAIBot` acts (in advising mode, given the action actually taken). On every other step a
+uniformly random turn-left, turn-right or move-forward acts. The mixtures bound how well a
+policy must act on in-view steps to reach a success rate.
 
 With ``--checkpoint``, the script runs that GEA policy (sampling at its own temperature) and
 reports, separately for in-view and out-of-view steps, how often its action equals the
@@ -127,12 +127,8 @@ def run_policy(level: str, checkpoint: Path, episodes: int, seed: int) -> tuple[
 
 def bot_action_probability(agent, step, action_ids: list[int], constraint) -> float:
     """Return the policy's probability of `action_ids` for the prompt `agent` is about to build."""
-    history = agent.policy.config.history_length
-    frames = (agent._frames[step.slot] + [step.observation.frames])[-history:]
-    actions = agent._actions[step.slot][-(len(frames) - 1) :] if len(frames) > 1 else []
-    prompt = agent.policy.build_input(step.adapter.prompt, step.observation.instruction, frames, actions)
     with torch.no_grad():
-        scores = agent.policy.score([prompt], [action_ids], [constraint])
+        scores = agent.policy.score([agent.prompt(step)], [action_ids], [constraint])
     return float(scores.log_probs[0].sum().exp())
 
 

@@ -60,7 +60,8 @@ ACTION_TOKENS = [f"<act_{index}>" for index in range(512)]
 END_TOKEN = "<act_511>"
 BABYAI_ACTIONS = ["turn left", "turn right", "move forward", "pick up", "drop", "toggle", "done"]
 CONTINUOUS_CODES = 2
-# The real embodiment prompts, whose headers make up about half of each prompt's tokens.
+# The real embodiment prompts. At three frames their headers are 42 % (BabyAI) and 48 % (reach)
+# of a prompt's tokens.
 EMBODIMENTS = {"discrete": "babyai/GoToLocal", "continuous": "metaworld/reach-v3"}
 INSTRUCTIONS = {
     "discrete": ["go to the red ball", "go to a purple key", "go to the green box", "go to a grey ball"],

@@ -106,3 +106,37 @@ def test_policy_agent_rejects_bad_temperature(tmp_path, temperature):
 
     with pytest.raises(ValueError, match="temperature must be a number >= 0"):
         policy_agent_factory(tmp_path, greedy=False, temperature=temperature)
+
+
+def test_policy_agent_prompt_matches_act(tmp_path):
+    from ppo_checkpoint import BABYAI, IMAGE_SIZE, make_sft_checkpoint
+
+    from gea.evaluation.agents import StepInput
+    from gea.evaluation.policy_agent import PolicyAgent
+    from gea.training.bundle import load_bundle
+    from gea_envs import get_adapter
+
+    agent = PolicyAgent(load_bundle(make_sft_checkpoint(tmp_path)), seed=0)
+    acted_inputs = []
+    original_act = agent.policy.act
+
+    def recording_act(inputs, *args, **kwargs):
+        acted_inputs.extend(inputs)
+        return original_act(inputs, *args, **kwargs)
+
+    agent.policy.act = recording_act
+    adapter = get_adapter(BABYAI)
+    env = adapter.make_env(0, IMAGE_SIZE)
+    raw_obs, info = env.reset(seed=0)
+    for step_index in range(4):
+        step = StepInput(0, adapter, env, raw_obs, info, adapter.observe(env, raw_obs, info))
+        if step_index == 0:
+            agent.begin_episode(step)
+        expected = agent.prompt(step)
+        assert agent.prompt(step).input_ids == expected.input_ids  # prompt() leaves the history alone
+        action = agent.act([step])[0].action
+        assert acted_inputs[-1].input_ids == expected.input_ids
+        raw_obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    env.close()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gea.evaluation.agents import AgentAction, EvaluationAgent, StepInput
+from gea.policy import PolicyInput
 from gea.training.bundle import PolicyBundle, load_bundle
 from gea.training.checkpoint import verify_checkpoint
 
@@ -45,16 +46,22 @@ class PolicyAgent(EvaluationAgent):
         self._frames[step.slot] = []
         self._actions[step.slot] = []
 
+    def prompt(self, step: StepInput) -> PolicyInput:
+        """Build the prompt `act` would build for `step`, without adding the step to the slot's history."""
+        history = self.policy.config.history_length
+        frames = (self._frames[step.slot] + [step.observation.frames])[-history:]
+        actions = self._actions[step.slot][-(len(frames) - 1):] if len(frames) > 1 else []
+        return self.policy.build_input(step.adapter.prompt, step.observation.instruction, frames, actions)
+
     def act(self, steps: list[StepInput]) -> list[AgentAction]:
         history = self.policy.config.history_length
         inputs, constraints = [], []
         for step in steps:
+            inputs.append(self.prompt(step))
+            constraints.append(self.detokenizer.constraint(step.adapter.name))
             frames = self._frames[step.slot]
             frames.append(step.observation.frames)
             del frames[:-history]
-            actions = self._actions[step.slot][-(len(frames) - 1):] if len(frames) > 1 else []
-            inputs.append(self.policy.build_input(step.adapter.prompt, step.observation.instruction, frames, actions))
-            constraints.append(self.detokenizer.constraint(step.adapter.name))
         output = self.policy.act(inputs, constraints, temperature=self.temperature, generator=self.generator)
 
         results = []

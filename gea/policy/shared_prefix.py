@@ -2,7 +2,8 @@
 
 Rows of one embodiment start with the same tokens: the prompt header up to the
 instruction (all of it, and the first ``Observation:`` label, when the instruction is the
-same too). With the tiny model that header is about half of a prompt's tokens.
+same too). It is 40 to 70 % of the tokens of a BabyAI or Meta-World prompt at three to one
+frames of history.
 `split_shared_prefixes` groups rows by such a common prefix, and the policy runs each
 group's prefix through the language model once, copies its KV cache to every row of the
 group, and runs only the rows' remaining tokens over that cache. Causal attention makes

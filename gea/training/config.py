@@ -118,7 +118,7 @@ class OptimizationConfig:
 
     def __post_init__(self) -> None:
         if self.validation_episodes < 0:
-            raise ValueError(f"train.validation_episodes must be >= 0 (0 holds out none), got {self.validation_episodes}.")
+            raise ValueError(f"train.validation_episodes must be >= 0 (0 disables validation), got {self.validation_episodes}.")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints", "validation_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}.")
