@@ -11,6 +11,7 @@ from gea.training.bundle import POLICY_FOLDER
 from gea.training.checkpoint import CheckpointError, CheckpointManager, resolve_checkpoint
 from gea.training.config import SFTConfig
 from gea.training.sft import ActionNLL, NonFiniteLossError, SFTTrainer
+from gea_envs import get_adapter
 from gea_tokenizers import ResidualVQConfig, TrainingConfig, train_residual_vq
 
 BABYAI = "babyai/GoToLocal"
@@ -160,3 +161,36 @@ def test_resume_rejects_other_action_tokenizer(tmp_path, expert_data, action_tok
 def test_config_rejects_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         SFTConfig.from_dict({"run_dir": str(tmp_path), "datasets": [{"path": "x"}], "train": {"learning_rate": 1.0}})
+
+
+def test_history_shows_executed_actions(tmp_path, action_tokenizer):
+    noisy_data = tmp_path / "noisy"
+    collect([BABYAI], 4, noisy_data, image_size=32, show_progress=False, action_noise=0.5)
+    config = _config(tmp_path / "run", noisy_data, action_tokenizer)
+    config = SFTConfig.from_dict({**config.to_dict(), "datasets": [{"path": str(noisy_data), "envs": [BABYAI]}]})
+    trainer = SFTTrainer(config, show_progress=False)
+    trainer._setup_bundle()
+    data, detokenizer = trainer.data, trainer.data.detokenizer
+
+    episode_index, t = next(
+        (index, t)
+        for index in range(4)
+        for t, (label, executed) in enumerate(zip(*_actions(data, index)))
+        if label != executed and t + 1 < data.datasets[0].episodes[index].length
+    )
+    record = data.datasets[0].load_episode(episode_index)
+    policy_input, target_ids, _ = data.sample_at(0, episode_index, t + 1)
+
+    expected = data.policy.build_input(
+        get_adapter(BABYAI).prompt,
+        record.instruction,
+        record.frames[t : t + 2],
+        [detokenizer.encode(BABYAI, record.executed_actions[t])],
+    )
+    assert policy_input.input_ids == expected.input_ids
+    assert target_ids == detokenizer.encode(BABYAI, record.actions[t + 1])
+
+
+def _actions(data, episode_index: int) -> tuple[list, list]:
+    record = data.datasets[0].load_episode(episode_index, decode_frames=False)
+    return record.actions, record.executed_actions

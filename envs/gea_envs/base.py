@@ -75,6 +75,14 @@ class ExpertPolicy(abc.ABC):
     def act(self, env: gym.Env, raw_obs: Any, info: dict) -> Action:
         """Return the agent-level action (see `gea_envs.spaces`) for the current step."""
 
+    def executed(self, action: Action) -> None:
+        """Learn which action ``env.step`` actually received after the last `act`.
+
+        It differs from the suggestion when collection injects noise or another policy acts
+        (as in DAgger). An expert that keeps a plan overrides this to replan from the executed
+        action. The default ignores it, which suits experts that act from the state alone.
+        """
+
 
 class EmbodimentAdapter(abc.ABC):
     """One embodiment: a Gymnasium environment plus everything the platform needs to know about it.
@@ -114,6 +122,15 @@ class EmbodimentAdapter(abc.ABC):
     @abc.abstractmethod
     def observe(self, env: gym.Env, raw_obs: Any, info: dict) -> Observation:
         """Turn a raw observation into frames, instruction and optional proprioception."""
+
+    def perturb_action(self, action: Action, scale: float, rng: np.random.Generator) -> Action:
+        """Return `action` with collection noise of size `scale` (see ``gea collect --action-noise``).
+
+        The default defers to the action space: Gaussian noise of `scale` times the half-range
+        for continuous actions, a uniformly drawn action with probability `scale` otherwise.
+        Override it to keep the noise to actions that move the agent rather than end the episode.
+        """
+        return self.action_space.perturb(action, scale, rng)
 
     def to_env_action(self, action: Action) -> Any:
         """Convert an agent-level action to what ``env.step`` takes (identity by default)."""

@@ -54,6 +54,11 @@ class ContinuousActionSpace:
     def clip(self, action: np.ndarray) -> np.ndarray:
         return np.clip(action, self.low, self.high).astype(np.float32)
 
+    def perturb(self, action: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """Add Gaussian noise of standard deviation `scale` times each dimension's half-range, then clip."""
+        half_range = (np.asarray(self.high) - np.asarray(self.low)) / 2.0
+        return self.clip(np.asarray(action, dtype=np.float64) + rng.normal(0.0, scale, self.dim) * half_range)
+
 
 @dataclass(frozen=True)
 class DiscreteActionSpace:
@@ -78,6 +83,10 @@ class DiscreteActionSpace:
         if not 0 <= int(action) < self.n:
             raise ValueError(f"Discrete action {action} is outside [0, {self.n}).")
         return int(action)
+
+    def perturb(self, action: int, scale: float, rng: np.random.Generator) -> int:
+        """With probability `scale`, replace `action` by a uniformly drawn one (possibly the same)."""
+        return int(rng.integers(self.n)) if rng.random() < scale else int(action)
 
 
 CLICK = "click"
@@ -133,6 +142,12 @@ class UIActionSpace:
         else:
             raise ValueError(f"Unknown UI action kind {action.kind!r}; expected {CLICK!r} or {TYPE!r}.")
         return action
+
+    def perturb(self, action: UIAction, scale: float, rng: np.random.Generator) -> UIAction:
+        """With probability `scale`, replace `action` by a click on a uniformly drawn grid cell."""
+        if rng.random() >= scale:
+            return action
+        return UIAction(CLICK, x=int(rng.integers(self.grid_width)), y=int(rng.integers(self.grid_height)))
 
 
 ActionSpace = Union[ContinuousActionSpace, DiscreteActionSpace, UIActionSpace]

@@ -18,6 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="Frame size in pixels (square). Default: 64.")
     parser.add_argument("--seed-start", type=int, default=0, help="Seed of the first episode. Default: 0.")
     parser.add_argument("--workers", type=int, default=2, help="Parallel worker processes. Default: 2.")
+    parser.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        help=(
+            "Perturb the executed actions while recording the expert's labels, so the data covers recoveries: "
+            "the probability of a random move for discrete and UI actions, the Gaussian standard deviation "
+            "as a share of the half-range for continuous ones. Default: 0 (the expert as is)."
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         seed_start=args.seed_start,
         workers=args.workers,
+        action_noise=args.action_noise,
     )
     print(f"{'embodiment':<32} {'new':>5} {'skipped':>7} {'success':>8} {'mean length':>11}")
     for name in args.envs:

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from gea.data.trajectories import episode_path, write_episode
+from gea.data.trajectories import episode_path, read_episode_info, write_episode
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ class CollectionSummary:
         return sum(e.success for e in episodes) / len(episodes) if episodes else float("nan")
 
 
-def _collect_chunk(embodiment: str, seeds: list[int], out_dir: str, image_size: int) -> list[CollectedEpisode]:
+def _collect_chunk(
+    embodiment: str, seeds: list[int], out_dir: str, image_size: int, action_noise: float
+) -> list[CollectedEpisode]:
     """Collect the episodes of `seeds` with one environment, writing each as soon as it ends."""
     # Runs in a worker process: import here so that each worker sets up its own simulators.
     from gea_envs import get_adapter
@@ -50,12 +52,22 @@ def _collect_chunk(embodiment: str, seeds: list[int], out_dir: str, image_size: 
     results = []
     try:
         for seed in seeds:
-            episode = run_expert_episode(adapter, seed=seed, image_size=image_size, env=env)
+            episode = run_expert_episode(adapter, seed=seed, image_size=image_size, env=env, action_noise=action_noise)
             write_episode(out_dir, episode, adapter.action_space.kind, image_size)
             results.append(CollectedEpisode(embodiment, seed, episode.success, episode.length, episode.episode_return))
     finally:
         env.close()
     return results
+
+
+def _check_same_noise(path: Path, action_noise: float) -> None:
+    """Raise if the stored episode at `path` was collected with another action noise."""
+    stored = read_episode_info(path).action_noise
+    if stored != action_noise:
+        raise ValueError(
+            f"{path} was collected with action_noise={stored}, not {action_noise}. A folder contains one noise "
+            f"level, so pass --action-noise {stored} to continue it or choose another --out folder."
+        )
 
 
 def _chunks(jobs: list[tuple[str, int]], size: int) -> list[tuple[str, list[int]]]:
@@ -79,12 +91,15 @@ def collect(
     workers: int = 1,
     chunk_size: int = 10,
     show_progress: bool = True,
+    action_noise: float = 0.0,
 ) -> CollectionSummary:
     """Run each embodiment's expert for `episodes` seeds and write the episodes under `out_dir`.
 
     Episode ``k`` of every embodiment uses seed ``seed_start + k``. Episodes already
     stored are skipped, so rerunning an interrupted collection continues it. Each worker
-    task plays up to `chunk_size` seeds of one embodiment in one environment.
+    task plays up to `chunk_size` seeds of one embodiment in one environment. With
+    `action_noise` > 0 the environment executes perturbed expert actions while the files
+    keep the expert's labels (see `gea_envs.rollout.run_expert_episode`).
     """
     from gea_envs import ADAPTERS
 
@@ -95,13 +110,17 @@ def collect(
         raise ValueError(f"episodes must be at least 1, got {episodes}.")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
+    if not 0.0 <= action_noise <= 1.0:
+        raise ValueError(f"action_noise must be in [0, 1], got {action_noise}; 0 records the expert as is.")
 
     out_dir = Path(out_dir)
     jobs: list[tuple[str, int]] = []
     skipped = {name: 0 for name in embodiments}
     for name in embodiments:
         for seed in range(seed_start, seed_start + episodes):
-            if episode_path(out_dir, name, seed).exists():
+            path = episode_path(out_dir, name, seed)
+            if path.exists():
+                _check_same_noise(path, action_noise)
                 skipped[name] += 1
             else:
                 jobs.append((name, seed))
@@ -114,11 +133,11 @@ def collect(
     chunks = _chunks(jobs, chunk_size)
     if workers == 1:
         for name, seeds in chunks:
-            results = _collect_chunk(name, seeds, str(out_dir), image_size)
+            results = _collect_chunk(name, seeds, str(out_dir), image_size, action_noise)
             collected[name].extend(results)
             progress.update(len(results))
     else:
-        _collect_parallel(chunks, str(out_dir), image_size, workers, collected, progress)
+        _collect_parallel(chunks, str(out_dir), image_size, action_noise, workers, collected, progress)
     progress.close()
     return CollectionSummary(collected=collected, skipped=skipped)
 
@@ -127,6 +146,7 @@ def _collect_parallel(
     chunks: list[tuple[str, list[int]]],
     out_dir: str,
     image_size: int,
+    action_noise: float,
     workers: int,
     collected: dict[str, list[CollectedEpisode]],
     progress: tqdm,
@@ -135,7 +155,7 @@ def _collect_parallel(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: dict[Future, tuple[str, list[int]]] = {
-            pool.submit(_collect_chunk, name, seeds, out_dir, image_size): (name, seeds) for name, seeds in chunks
+            pool.submit(_collect_chunk, name, seeds, out_dir, image_size, action_noise): (name, seeds) for name, seeds in chunks
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -16,6 +16,8 @@ proprio     list<float32> (null if absent)    proprioception
 action      per action kind                   continuous: list<float32>; discrete: int64;
                                               UI: struct<kind, x, y, text>
 reward      float32                           reward returned by ``env.step``
+executed    as ``action``; only in episodes       what ``env.step`` received, when collection
+            collected with action noise          noise replaced the expert's ``action``
 ==========  ================================  ==========================================
 
 Episode metadata (embodiment, seed, instruction, success, return, length, truncation,
@@ -56,6 +58,7 @@ COLUMN_FRAMES = "frames"
 COLUMN_PROPRIO = "proprio"
 COLUMN_ACTION = "action"
 COLUMN_REWARD = "reward"
+COLUMN_EXECUTED = "executed"
 
 _UI_ACTION_TYPE = pa.struct([("kind", pa.string()), ("x", pa.int32()), ("y", pa.int32()), ("text", pa.string())])
 _ACTION_TYPES = {
@@ -83,6 +86,7 @@ class EpisodeInfo:
     truncated: bool
     action_kind: ActionKind
     image_size: int
+    action_noise: float = 0.0
 
 
 def embodiment_dirname(embodiment: str) -> str:
@@ -140,17 +144,15 @@ def write_episode(root: Union[str, Path], episode: EpisodeRecord, action_kind: A
         "truncated": bool(episode.truncated),
         "action_kind": action_kind.value,
         "image_size": image_size,
+        "action_noise": episode.action_noise,
     }
-    schema = pa.schema(
-        [
-            (COLUMN_STEP, pa.int32()),
-            (COLUMN_FRAMES, pa.list_(pa.binary())),
-            (COLUMN_PROPRIO, pa.list_(pa.float32())),
-            (COLUMN_ACTION, _ACTION_TYPES[action_kind]),
-            (COLUMN_REWARD, pa.float32()),
-        ],
-        metadata={METADATA_KEY: json.dumps(metadata).encode()},
-    )
+    fields = [
+        (COLUMN_STEP, pa.int32()),
+        (COLUMN_FRAMES, pa.list_(pa.binary())),
+        (COLUMN_PROPRIO, pa.list_(pa.float32())),
+        (COLUMN_ACTION, _ACTION_TYPES[action_kind]),
+        (COLUMN_REWARD, pa.float32()),
+    ]
     columns = {
         COLUMN_STEP: list(range(episode.length)),
         COLUMN_FRAMES: [[_encode_png(frame) for frame in frames] for frames in episode.frames],
@@ -158,6 +160,15 @@ def write_episode(root: Union[str, Path], episode: EpisodeRecord, action_kind: A
         COLUMN_ACTION: [_action_to_arrow(action, action_kind) for action in episode.actions],
         COLUMN_REWARD: episode.rewards,
     }
+    if episode.executed_actions:
+        if len(episode.executed_actions) != episode.length:
+            raise ValueError(
+                f"Episode {episode.embodiment} seed {episode.seed} has {len(episode.executed_actions)} executed "
+                f"actions for {episode.length} steps; record one per step or none."
+            )
+        fields.append((COLUMN_EXECUTED, _ACTION_TYPES[action_kind]))
+        columns[COLUMN_EXECUTED] = [_action_to_arrow(action, action_kind) for action in episode.executed_actions]
+    schema = pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata).encode()})
     table = pa.Table.from_pydict(columns, schema=schema)
     tmp_path = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp_path, compression="zstd")
@@ -165,7 +176,8 @@ def write_episode(root: Union[str, Path], episode: EpisodeRecord, action_kind: A
     return path
 
 
-def _read_info(path: Path) -> EpisodeInfo:
+def read_episode_info(path: Path) -> EpisodeInfo:
+    """Read the metadata of the episode file at `path` from its footer."""
     try:
         schema = pq.read_schema(path)
         metadata = json.loads(schema.metadata[METADATA_KEY])
@@ -190,6 +202,7 @@ def _read_info(path: Path) -> EpisodeInfo:
         truncated=bool(metadata["truncated"]),
         action_kind=ActionKind(metadata["action_kind"]),
         image_size=int(metadata["image_size"]),
+        action_noise=float(metadata.get("action_noise", 0.0)),
     )
 
 
@@ -208,7 +221,7 @@ class TrajectoryDataset:
                 raise FileNotFoundError(f"Trajectory folder {root} not found; create it with `gea collect ... --out {root}`.")
         wanted = None if embodiments is None else set(embodiments)
         paths = sorted(path for root in self.roots for path in root.glob(f"*/{EPISODE_GLOB}"))
-        infos = [_read_info(path) for path in paths]
+        infos = [read_episode_info(path) for path in paths]
         self.episodes: list[EpisodeInfo] = [info for info in infos if wanted is None or info.embodiment in wanted]
         if wanted is not None:
             missing = wanted - {info.embodiment for info in self.episodes}
@@ -262,9 +275,11 @@ class TrajectoryDataset:
             frames=frames,
             proprio=[None if p is None else np.asarray(p, dtype=np.float32) for p in table[COLUMN_PROPRIO]],
             actions=[_action_from_arrow(value, info.action_kind) for value in table[COLUMN_ACTION]],
+            executed_actions=[_action_from_arrow(value, info.action_kind) for value in table.get(COLUMN_EXECUTED, [])],
             rewards=[float(r) for r in table[COLUMN_REWARD]],
             success=info.success,
             truncated=info.truncated,
+            action_noise=info.action_noise,
         )
 
     def actions(self, embodiment: str, successful_only: bool = False) -> list[Action]:

@@ -95,7 +95,10 @@ class _EpisodeStepSource:
             frame_history=[np.stack(episode.frames[t]) for t in range(first, step + 1)],
             proprio=proprio,
             instruction=encode_instruction(episode.instruction, self.env_config.max_instruction_bytes),
-            action_history=[action_ids[t] for t in range(first, step)],
+            action_history=[
+                np.asarray(self.detokenizer.encode(episode.embodiment, episode.history_actions[t]), dtype=np.int64)
+                for t in range(first, step)
+            ],
             detokenizer=self.detokenizer,
         )
         return observation, action_ids[step]

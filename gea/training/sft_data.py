@@ -29,7 +29,8 @@ class SFTBatch:
 @dataclass
 class _Episode:
     frames: list[list[np.ndarray]]
-    action_ids: list[list[int]]
+    action_ids: list[list[int]]  # the expert's labels: the training targets
+    history_ids: list[list[int]]  # the executed actions: what the prompt's history shows
 
 
 class SFTDataMix:
@@ -94,7 +95,9 @@ class SFTDataMix:
             return self._cache[key]
         dataset = self.datasets[dataset_index]
         record = dataset.load_episode(episode_index)
-        episode = _Episode(record.frames, self.detokenizer.encode_many(record.embodiment, record.actions))
+        action_ids = self.detokenizer.encode_many(record.embodiment, record.actions)
+        history_ids = self.detokenizer.encode_many(record.embodiment, record.executed_actions) if record.executed_actions else action_ids
+        episode = _Episode(record.frames, action_ids, history_ids)
         self._cache[key] = episode
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -107,7 +110,7 @@ class SFTDataMix:
         episode = self._episode(dataset_index, episode_index)
         history = self.policy.config.history_length
         frames_history = episode.frames[: t + 1][-history:]
-        actions_history = episode.action_ids[:t][-(len(frames_history) - 1) :] if len(frames_history) > 1 else []
+        actions_history = episode.history_ids[:t][-(len(frames_history) - 1) :] if len(frames_history) > 1 else []
         policy_input = self.policy.build_input(adapter.prompt, info.instruction, frames_history, actions_history)
         return policy_input, episode.action_ids[t], info.embodiment
 

@@ -16,7 +16,7 @@ import io
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -40,6 +40,7 @@ COLORS = 6
 
 # minigrid.core.actions.Actions in index order: left, right, forward, pickup, drop, toggle, done.
 ACTION_NAMES = ("turn left", "turn right", "move forward", "pick up", "drop", "toggle", "done")
+MOVE_ACTIONS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -136,19 +137,27 @@ class BabyAIBotExpert(ExpertPolicy):
 
     def __init__(self) -> None:
         self._bot: Any = None
+        self._suggested: Optional[int] = None
+        self._executed: Optional[int] = None
 
     def reset(self, env: gym.Env, raw_obs: Any, info: dict) -> None:
         from minigrid.utils.baby_ai_bot import BabyAIBot
 
         self._bot = BabyAIBot(env)
+        self._suggested = self._executed = None
 
     def act(self, env: gym.Env, raw_obs: Any, info: dict) -> Action:
         if self._bot is None:
             raise RuntimeError("BabyAIBotExpert.act was called before reset; call reset after env.reset.")
-        # NOTE: replan(None) makes the bot assume that its own last suggestion was executed. When
-        # another policy chose the last action (as in DAgger), some subgoals replan from a
-        # wrong assumption; the interface does not pass the executed action.
-        return int(self._bot.replan())
+        # replan(None) means "my last suggestion was executed". Any other action puts the bot in
+        # advising mode, where its subgoals plan how to undo or use that action.
+        action_taken = None if self._executed == self._suggested else self._executed
+        self._suggested = int(self._bot.replan(action_taken))
+        self._executed = self._suggested
+        return self._suggested
+
+    def executed(self, action: Action) -> None:
+        self._executed = int(action)
 
 
 class BabyAIAdapter(EmbodimentAdapter):
@@ -189,6 +198,13 @@ class BabyAIAdapter(EmbodimentAdapter):
 
     def make_expert(self, env: gym.Env) -> ExpertPolicy:
         return BabyAIBotExpert()
+
+    def perturb_action(self, action: Action, scale: float, rng: np.random.Generator) -> Action:
+        """With probability `scale`, turn left, turn right or move forward, drawn uniformly.
+
+        Noise that picks up, drops or toggles could undo the level's own goal, so it only moves.
+        """
+        return int(rng.choice(MOVE_ACTIONS)) if rng.random() < scale else int(action)
 
     def patch_labels(self, env: gym.Env) -> np.ndarray:
         """Object type x colour of each cell of the 7x7 view, as (row, column) from the top of the frame."""
