@@ -95,3 +95,10 @@ def test_babyai_bot_recovers_from_random_moves():
     assert perturbed_steps >= 10
     assert all(executed in (0, 1, 2) for episode in episodes for executed in episode.executed_actions)
     assert sum(episode.success for episode in episodes) >= 19
+
+
+def test_pipeline_collect_rejects_bad_noise():
+    from gea.pipeline.config import CollectSection
+
+    with pytest.raises(ValueError, match=r"collect.action_noise must be in \[0, 1\], got -0.1"):
+        CollectSection({"babyai/GoToLocal": 1}, action_noise=-0.1)

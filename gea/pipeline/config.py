@@ -20,10 +20,14 @@ class CollectSection:
 
     episodes: dict[str, int]
     workers: int = 2
+    # Perturbation of the executed actions, as `gea collect --action-noise`.
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.episodes:
             raise ValueError("collect.episodes is empty; name at least one embodiment and its episode count.")
+        if not 0.0 <= self.action_noise <= 1.0:
+            raise ValueError(f"collect.action_noise must be in [0, 1], got {self.action_noise}; 0 records the expert as is.")
         for name, count in self.episodes.items():
             if count < 1:
                 raise ValueError(f"collect.episodes[{name!r}] must be at least 1, got {count}.")

@@ -60,7 +60,14 @@ def run_collect(config: PipelineConfig, paths: RunPaths) -> dict:
 
     results = {}
     for name, episodes in config.collect.episodes.items():
-        summary = collect([name], episodes, paths.data, image_size=config.image_size, workers=config.collect.workers)
+        summary = collect(
+            [name],
+            episodes,
+            paths.data,
+            image_size=config.image_size,
+            workers=config.collect.workers,
+            action_noise=config.collect.action_noise,
+        )
         results[name] = {"new": len(summary.collected[name]), "skipped": summary.skipped[name]}
     return results
 
