@@ -155,7 +155,8 @@ def _collect_parallel(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: dict[Future, tuple[str, list[int]]] = {
-            pool.submit(_collect_chunk, name, seeds, out_dir, image_size, action_noise): (name, seeds) for name, seeds in chunks
+            pool.submit(_collect_chunk, name, seeds, out_dir, image_size, action_noise): (name, seeds)
+            for name, seeds in chunks
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -16,12 +16,12 @@ proprio     list<float32> (null if absent)    proprioception
 action      per action kind                   continuous: list<float32>; discrete: int64;
                                               UI: struct<kind, x, y, text>
 reward      float32                           reward returned by ``env.step``
-executed    as ``action``; only in episodes       what ``env.step`` received, when collection
-            collected with action noise          noise replaced the expert's ``action``
+executed    as ``action``, present only in    what ``env.step`` received when
+            episodes collected with noise     collection noise perturbed ``action``
 ==========  ================================  ==========================================
 
 Episode metadata (embodiment, seed, instruction, success, return, length, truncation,
-action kind, image size, format version) is JSON under the schema metadata key
+action kind, image size, action noise, format version) is JSON under the schema metadata key
 ``b"gea"``, so listing a folder reads only file footers. The files are plain Parquet:
 ``datasets.load_dataset("parquet", data_files=...)`` and ``pyarrow`` read them directly.
 Files are written to a temporary name and renamed, so an interrupted collection never

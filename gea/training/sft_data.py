@@ -96,7 +96,9 @@ class SFTDataMix:
         dataset = self.datasets[dataset_index]
         record = dataset.load_episode(episode_index)
         action_ids = self.detokenizer.encode_many(record.embodiment, record.actions)
-        history_ids = self.detokenizer.encode_many(record.embodiment, record.executed_actions) if record.executed_actions else action_ids
+        history_ids = action_ids
+        if record.executed_actions:
+            history_ids = self.detokenizer.encode_many(record.embodiment, record.executed_actions)
         episode = _Episode(record.frames, action_ids, history_ids)
         self._cache[key] = episode
         if len(self._cache) > self._cache_size:
