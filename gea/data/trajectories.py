@@ -108,6 +108,16 @@ def _decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+def decode_frame(data: bytes, info: EpisodeInfo) -> np.ndarray:
+    """Decode one PNG-encoded frame of the episode that `info` describes, naming its file if corrupt."""
+    try:
+        return _decode_png(data)
+    except OSError as error:
+        raise CorruptTrajectoryError(
+            f"A frame in {info.path} ({info.embodiment} episode seed {info.seed}) is not a valid PNG: {error}."
+        ) from error
+
+
 def _action_to_arrow(action: Action, kind: ActionKind):
     if kind is ActionKind.CONTINUOUS:
         return np.asarray(action, dtype=np.float32).tolist()
@@ -261,13 +271,9 @@ class TrajectoryDataset:
         """Read episode `index`; frames stay PNG bytes when `decode_frames` is False."""
         info = self.episodes[index]
         table = self._read_table(info).to_pydict()
-        decode = _decode_png if decode_frames else (lambda data: data)
-        try:
-            frames = [[decode(data) for data in step_frames] for step_frames in table[COLUMN_FRAMES]]
-        except OSError as error:
-            raise CorruptTrajectoryError(
-                f"A frame in {info.path} ({info.embodiment} episode seed {info.seed}) is not a valid PNG: {error}."
-            ) from error
+        frames = table[COLUMN_FRAMES]
+        if decode_frames:
+            frames = [[decode_frame(data, info) for data in step_frames] for step_frames in frames]
         return EpisodeRecord(
             embodiment=info.embodiment,
             seed=info.seed,

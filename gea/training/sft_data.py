@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from gea.data import TrajectoryDataset
+from gea.data.trajectories import decode_frame
 from gea.policy import GEAPolicy, PolicyInput
 from gea.training.config import DatasetSpec
 from gea_envs import get_adapter
@@ -28,7 +29,9 @@ class SFTBatch:
 
 @dataclass
 class _Episode:
-    frames: list[list[np.ndarray]]
+    # PNG bytes per step and camera. A sample decodes only the frames its prompt shows, which
+    # keeps long episodes of large frames from costing a full decode on every cache miss.
+    png_frames: list[list[bytes]]
     action_ids: list[list[int]]  # the expert's labels: the training targets
     history_ids: list[list[int]]  # the executed actions: what the prompt's history shows
 
@@ -49,7 +52,7 @@ class SFTDataMix:
         datasets: Sequence[TrajectoryDataset],
         policy: GEAPolicy,
         detokenizer: ActionDetokenizer,
-        cache_episodes: int = 256,
+        cache_episodes: int = 2048,
         validation_episodes: int = 0,
     ) -> None:
         self.policy = policy
@@ -94,7 +97,7 @@ class SFTDataMix:
             self._cache.move_to_end(key)
             return self._cache[key]
         dataset = self.datasets[dataset_index]
-        record = dataset.load_episode(episode_index)
+        record = dataset.load_episode(episode_index, decode_frames=False)
         action_ids = self.detokenizer.encode_many(record.embodiment, record.actions)
         history_ids = action_ids
         if record.executed_actions:
@@ -111,7 +114,9 @@ class SFTDataMix:
         adapter = get_adapter(info.embodiment)
         episode = self._episode(dataset_index, episode_index)
         history = self.policy.config.history_length
-        frames_history = episode.frames[: t + 1][-history:]
+        frames_history = [
+            [decode_frame(data, info) for data in step_frames] for step_frames in episode.png_frames[: t + 1][-history:]
+        ]
         actions_history = episode.history_ids[:t][-(len(frames_history) - 1) :] if len(frames_history) > 1 else []
         policy_input = self.policy.build_input(adapter.prompt, info.instruction, frames_history, actions_history)
         return policy_input, episode.action_ids[t], info.embodiment
