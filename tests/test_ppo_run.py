@@ -130,3 +130,5 @@ def test_config_rejects_unknown_and_missing_keys(tmp_path):
         PPORunConfig.from_dict({"run_dir": str(tmp_path), "envs": [BABYAI]})
     with pytest.raises(ValueError, match="lora_rank"):
         PPORunConfig.from_dict({**base, "lora_rank": 0})
+    with pytest.raises(ValueError, match="reward must be one of"):
+        PPORunConfig.from_dict({**base, "reward": "dense"})

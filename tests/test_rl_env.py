@@ -161,3 +161,30 @@ def test_instruction_round_trip_and_limit():
 def test_strip_padding_keeps_inner_pads():
     assert strip_padding([3, 0, 4, 0, 0], 0) == [3, 0, 4]
     assert strip_padding([0, 0], 0) == []
+
+
+def test_success_reward_pays_once_at_success():
+    reach = "metaworld/reach-v3"
+    env = GeaEmbodimentEnv(make_env_config(embodiments=(reach,), frame_stack=1, reward="success"), reach, seed=0)
+    detokenizer = make_detokenizer((reach,))
+    env.reset(seed=0)
+    simulator = env._env
+    expert = env.adapter.make_expert(simulator)
+
+    rewards, info = [], {}
+    for _ in range(150):
+        action = expert.act(simulator, simulator.unwrapped._get_obs(), {})
+        _, reward, terminated, truncated, info = env.step(detokenizer.encode(reach, action))
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    env.close()
+
+    assert info[INFO_SUCCESS] is True
+    assert rewards[-1] == 1.0
+    assert sum(rewards) == 1.0
+
+
+def test_unknown_reward_mode_lists_known():
+    with pytest.raises(ValueError, match=r"reward must be one of \('env', 'success'\), got 'dense'"):
+        make_env_config(reward="dense")

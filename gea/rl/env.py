@@ -57,6 +57,11 @@ OBS_ACTION_HISTORY = "action_history"
 INFO_EMBODIMENT = "embodiment"
 INFO_DECODE_VALID = "decode_valid"
 INFO_DECODE_REASON = "decode_reason"
+# Values of `GeaEnvConfig.reward`.
+REWARD_ENV = "env"
+REWARD_SUCCESS = "success"
+REWARD_MODES = (REWARD_ENV, REWARD_SUCCESS)
+
 # Set only in the info of an episode's last step.
 INFO_SUCCESS = "success"
 INFO_DECODE_VALID_RATE = "decode_valid_rate"
@@ -75,6 +80,10 @@ class GeaEnvConfig:
         max_proprio_dim: proprioception is zero-padded to this length; 0 drops it.
         max_instruction_bytes: longest UTF-8 instruction; longer ones raise.
         invalid_action_penalty: reward added on a step whose tokens decoded invalid.
+        reward: ``"env"`` passes the simulator's reward on. ``"success"`` gives 1 on the step
+            where the adapter first reports the goal reached and 0 on every other step. Meta-World
+            needs it: its dense reward pays for every step near the goal, and the episode ends
+            at success, so the dense return grows when the policy puts success off.
         seed: base seed; runner ``k`` builds its simulator with ``seed + k``.
         max_episode_steps: caps every adapter's own step limit; None keeps each adapter's.
         adapter_modules: modules to import on each runner before the adapter lookup, for
@@ -91,6 +100,7 @@ class GeaEnvConfig:
     max_proprio_dim: int = 0
     max_instruction_bytes: int = 256
     invalid_action_penalty: float = 0.0
+    reward: str = REWARD_ENV
     seed: int = 0
     max_episode_steps: Optional[int] = None
     adapter_modules: tuple[str, ...] = ()
@@ -111,6 +121,8 @@ class GeaEnvConfig:
         ):
             if value < minimum:
                 raise ValueError(f"GeaEnvConfig.{name} must be at least {minimum}, got {value}.")
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"GeaEnvConfig.reward must be one of {REWARD_MODES}, got {self.reward!r}.")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"GeaEnvConfig.max_episode_steps must be at least 1 or None, got {self.max_episode_steps}.")
         if not callable(self.detokenizer_factory):
@@ -332,7 +344,10 @@ class GeaEmbodimentEnv(gym.Env):
         env_action = self.adapter.to_env_action(decoded.action)
         raw_obs, reward, terminated, truncated, raw_info = self._env.step(env_action)
         reward = float(reward)
+        reached_before = self._goal_reached
         self._goal_reached = self._goal_reached or self.adapter.goal_reached(reward, bool(terminated), raw_info)
+        if self.config.reward == REWARD_SUCCESS:
+            reward = float(self._goal_reached and not reached_before)
         observation = self.adapter.observe(self._env, raw_obs, raw_info)
         self._frames.append(self._checked_frames(observation))
         # A deque of maxlen 0 (frame_stack 1) drops the action, as it should.

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from gea.rl.algorithm import PPOSettings
+from gea.rl.env import REWARD_ENV, REWARD_MODES
 from gea.training.config import from_mapping
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class PPORunConfig:
             checkpoint was trained on. Relative paths resolve against the working directory.
         image_size: rendered frame size; None uses the SFT checkpoint's.
         max_episode_steps: caps each adapter's step limit in training rollouts; None keeps it.
+        reward: ``"env"`` (the simulator's reward) or ``"success"`` (1 when the goal is first
+            reached, else 0); see `gea.rl.env.GeaEnvConfig`.
         ray_num_cpus: CPUs Ray schedules on; None reserves one per env runner and learner.
         resume: continue from the latest checkpoint in `run_dir` if there is one.
     """
@@ -77,6 +80,7 @@ class PPORunConfig:
     expert_data: Optional[list[str]] = None
     image_size: Optional[int] = None
     max_episode_steps: Optional[int] = None
+    reward: str = REWARD_ENV
     ray_num_cpus: Optional[int] = None
     resume: bool = False
 
@@ -95,6 +99,8 @@ class PPORunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"PPO config {name} must be at least 1 or null, got {value}.")
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"PPO config reward must be one of {REWARD_MODES}, got {self.reward!r}.")
         if self.expert_data is not None and not self.expert_data:
             raise ValueError("PPO config expert_data is an empty list; list trajectory folders or remove the key.")
         self.ppo_settings()

@@ -122,6 +122,7 @@ class PPOTrainer:
             max_instruction_bytes=MAX_INSTRUCTION_BYTES,
             seed=self.settings.seed,
             max_episode_steps=self.config.max_episode_steps,
+            reward=self.config.reward,
         )
 
     def build_algorithm(self):
