@@ -67,7 +67,7 @@ def run_expert_episode(
     al. 2017). The noise is drawn from a generator seeded by `seed`.
     """
     if not 0.0 <= action_noise <= 1.0:
-        raise ValueError(f"action_noise must be in [0, 1], got {action_noise}; 0 records the expert as is.")
+        raise ValueError(f"action_noise must be in [0, 1], got {action_noise}. Use 0 to record the expert as is.")
     noise_rng = np.random.default_rng([seed, NOISE_STREAM])
     own_env = env is None
     if own_env:

@@ -111,7 +111,7 @@ def collect(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     if not 0.0 <= action_noise <= 1.0:
-        raise ValueError(f"action_noise must be in [0, 1], got {action_noise}; 0 records the expert as is.")
+        raise ValueError(f"action_noise must be in [0, 1], got {action_noise}. Use 0 to record the expert as is.")
 
     out_dir = Path(out_dir)
     jobs: list[tuple[str, int]] = []

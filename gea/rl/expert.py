@@ -95,13 +95,20 @@ class _EpisodeStepSource:
             frame_history=[np.stack(episode.frames[t]) for t in range(first, step + 1)],
             proprio=proprio,
             instruction=encode_instruction(episode.instruction, self.env_config.max_instruction_bytes),
-            action_history=[
-                np.asarray(self.detokenizer.encode(episode.embodiment, episode.history_actions[t]), dtype=np.int64)
-                for t in range(first, step)
-            ],
+            action_history=self._history_ids(episode, action_ids, first, step),
             detokenizer=self.detokenizer,
         )
         return observation, action_ids[step]
+
+    def _history_ids(self, episode: EpisodeRecord, action_ids: np.ndarray, first: int, step: int) -> list[np.ndarray]:
+        """Return the token ids of the actions executed at steps ``first`` to ``step - 1``."""
+        if not episode.executed_actions:
+            # The labels were executed as they are, so their cached ids serve.
+            return [action_ids[t] for t in range(first, step)]
+        return [
+            np.asarray(self.detokenizer.encode(episode.embodiment, episode.executed_actions[t]), dtype=np.int64)
+            for t in range(first, step)
+        ]
 
     def _encode(self, episode: EpisodeRecord) -> np.ndarray:
         """Return the padded token ids ``(length, max_action_tokens)`` of the episode's actions."""
