@@ -27,7 +27,9 @@ class CollectSection:
         if not self.episodes:
             raise ValueError("collect.episodes is empty; name at least one embodiment and its episode count.")
         if not 0.0 <= self.action_noise <= 1.0:
-            raise ValueError(f"collect.action_noise must be in [0, 1], got {self.action_noise}. Use 0 to record the expert as is.")
+            raise ValueError(
+                f"collect.action_noise must be in [0, 1], got {self.action_noise}. Use 0 to record the expert as is."
+            )
         for name, count in self.episodes.items():
             if count < 1:
                 raise ValueError(f"collect.episodes[{name!r}] must be at least 1, got {count}.")
