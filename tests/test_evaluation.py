@@ -9,7 +9,7 @@ import pytest
 from gea.evaluation.agents import AgentAction, EvaluationAgent, ExpertAgent
 from gea.evaluation.harness import EvaluationConfig, evaluate
 from gea.evaluation.report import markdown_table, write_report
-from gea.evaluation.seeds import eval_seeds
+from gea.evaluation.seeds import LIST_LENGTH, eval_seeds
 from gea.evaluation.stats import EnvironmentSummary, episode_weighted_average, macro_average, wilson_interval
 
 
@@ -45,6 +45,14 @@ def test_eval_seeds_are_versioned_and_disjoint_from_collection():
     assert min(seeds) >= 1_000_000
     with pytest.raises(ValueError, match="known versions"):
         eval_seeds(5, "v0")
+
+
+def test_seed_lists_are_disjoint():
+    reported = set(eval_seeds(LIST_LENGTH, "v1"))
+    development = eval_seeds(1000, "dev1")
+    assert not reported.intersection(development)
+    with pytest.raises(ValueError, match="between 1 and"):
+        eval_seeds(LIST_LENGTH + 1, "v1")
 
 
 class AlwaysLeft(EvaluationAgent):

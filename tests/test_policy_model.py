@@ -116,6 +116,19 @@ def test_vision_position_std_rejects_non_positive():
         TinyModelSpec(vision_position_std=0.0)
 
 
+def test_text_init_std_sets_weight_scale():
+    model, _, _ = build_tiny_model(["turn left"], spec=TinyModelSpec(text_init_std=0.1), seed=0)
+    query = model.model.language_model.layers[0].self_attn.q_proj.weight
+    projector = model.model.multi_modal_projector.linear_1.weight
+    assert abs(float(query.std()) - 0.1) < 0.01
+    assert abs(float(projector.std()) - 0.1) < 0.01
+
+
+def test_text_init_std_rejects_non_positive():
+    with pytest.raises(ValueError, match="text_init_std must be positive"):
+        TinyModelSpec(text_init_std=-0.1)
+
+
 # --------------------------------------------------------------------------------- frames
 
 

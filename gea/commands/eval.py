@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--expert", action="store_true", help="Evaluate each embodiment's own expert instead.")
     parser.add_argument("--envs", nargs="+", required=True, metavar="ENV", help="Embodiment names, or `all`.")
     parser.add_argument("--episodes", type=int, default=20, help="Episodes per environment. Default: 20.")
-    parser.add_argument("--seed-list", default="v1", help="Version of the fixed evaluation seed list. Default: v1.")
+    parser.add_argument(
+        "--seed-list",
+        default="v1",
+        help="Fixed evaluation seed list: v1 (report results on it) or dev1 (choose settings such as "
+        "--temperature on it). Default: v1.",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="Frame size in pixels; default: the checkpoint's, or 64.")
     parser.add_argument("--workers", type=int, default=1, help="Parallel worker processes. Default: 1.")
     parser.add_argument("--batch-size", type=int, default=8, help="Environments stepped together per worker. Default: 8.")
