@@ -32,6 +32,7 @@ from gea.rl.distribution import approximate_kl
 from gea.rl.env import OBS_EMBODIMENT
 from gea.rl.expert import ExpertBatchSource
 from gea.rl.gae import NormalizedGeneralAdvantageEstimation
+from gea.training.numerics import flush_denormals_on_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class GeaPPOTorchLearner(PPOTorchLearner):
 
     def build(self) -> None:
         super().build()
+        flush_denormals_on_cpu(torch.device(self.device))
         settings = self.config.learner_config_dict
         self.sft_coeff = float(settings.get(SFT_COEFF_KEY, 0.0))
         self.sft_batch_size = int(settings.get(SFT_BATCH_SIZE_KEY, 32))

@@ -28,6 +28,7 @@ from gea.training.bundle import PolicyBundle, load_bundle
 from gea.training.checkpoint import RUN_CHECKPOINTS_FOLDER, CheckpointManager, verify_checkpoint
 from gea.training.config import SFTConfig
 from gea.training.initialize import build_bundle
+from gea.training.numerics import flush_denormals_on_cpu
 from gea.training.sft_data import SFTBatch, SFTDataMix, load_datasets
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class SFTTrainer:
         torch.manual_seed(config.seed)
         bundle, start_step, latest = self._setup_bundle()
         accelerator = Accelerator(mixed_precision=self._mixed_precision())
+        flush_denormals_on_cpu(accelerator.device)
         loss_module = ActionNLL(bundle.policy)
         optimizer, scheduler = self._setup_optimizer(loss_module, latest)
         loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
