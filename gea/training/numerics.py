@@ -14,7 +14,8 @@ def flush_denormals_on_cpu(device: torch.device) -> None:
 
     Denormals (float32 magnitudes below 1.2e-38) take a slow path in CPU matmul kernels.
     In tiny-model SFT runs on 2 CPU cores they appeared after about 2,500 steps and cut
-    the step rate to between a third and a half of its earlier value. Flushing them changes only values that small. The setting is process-wide.
+    the step rate to between a third and a half of its earlier value. Flushing them changes
+    only values that small. The setting is process-wide.
     """
     if device.type != "cpu":
         return
