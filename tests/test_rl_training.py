@@ -25,7 +25,9 @@ from gea_envs.rollout import run_expert_episode
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 CRASHING = "test/crashing-pendulum"
-RESTART_TIMEOUT_S = 120
+# A restarted env runner imports torch, transformers and the simulators again. That took over
+# 120 s on 2 cores shared with two SFT runs, and the loop below stops as soon as it has sampled.
+RESTART_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
