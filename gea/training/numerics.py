@@ -22,4 +22,7 @@ def flush_denormals_on_cpu(device: torch.device) -> None:
     if torch.set_flush_denormal(True):
         logger.debug("Flushing denormal floats to zero on the CPU.")
     else:
-        logger.warning("This CPU cannot flush denormal floats to zero (it lacks SSE3), so training may slow down as they appear.")
+        logger.warning(
+            "torch cannot flush denormal floats to zero on this CPU (it needs x86 with SSE3, or AArch64), "
+            "so training may slow down as denormals appear."
+        )
