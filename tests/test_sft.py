@@ -10,7 +10,7 @@ from gea.data.collect import collect
 from gea.training.bundle import POLICY_FOLDER
 from gea.training.checkpoint import CheckpointError, CheckpointManager, resolve_checkpoint
 from gea.training.config import SFTConfig
-from gea.training.sft import ActionNLL, NonFiniteLossError, SFTTrainer
+from gea.training.sft import ActionNLL, NonFiniteLossError, SFTTrainer, balance_embodiment_losses
 from gea_envs import get_adapter
 from gea_tokenizers import ResidualVQConfig, TrainingConfig, train_residual_vq
 
@@ -90,6 +90,37 @@ def test_loss_covers_action_tokens_only(tmp_path, expert_data, action_tokenizer)
         expected = -scores.log_probs[row, : len(action)].mean()
         torch.testing.assert_close(per_sample[row], expected)
     assert set(batch.embodiments) <= {BABYAI, REACH}
+
+
+def test_balanced_loss_scales_each_embodiment_by_its_mean():
+    # Embodiment "a" has mean loss 2.0 and "b" 0.2; the plain mean is 1.1.
+    per_sample = torch.tensor([1.0, 3.0, 0.2, 0.2], requires_grad=True)
+    loss = balance_embodiment_losses(per_sample, ["a", "a", "b", "b"])
+    loss.backward()
+
+    torch.testing.assert_close(loss.detach(), torch.tensor(1.1))
+    # d loss / d l_i = plain mean * (1 / mean of i's embodiment) / batch.
+    torch.testing.assert_close(per_sample.grad, torch.tensor([1.1 / 2.0 / 4, 1.1 / 2.0 / 4, 1.1 / 0.2 / 4, 1.1 / 0.2 / 4]))
+
+
+def test_balanced_loss_rejects_mismatched_names():
+    with pytest.raises(ValueError, match="3 embodiment names for 4"):
+        balance_embodiment_losses(torch.ones(4), ["a", "a", "b"])
+
+
+def test_balanced_training_changes_the_update(tmp_path, expert_data, action_tokenizer):
+    plain = SFTTrainer(_config(tmp_path / "plain", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    balanced = SFTTrainer(
+        _config(tmp_path / "balanced", expert_data, action_tokenizer, steps=2, balance_embodiments=True), show_progress=False
+    ).train()
+
+    expected, actual = _parameters(plain), _parameters(balanced)
+    assert any(not torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_balance_embodiments_must_be_a_bool(tmp_path, expert_data, action_tokenizer):
+    with pytest.raises(ValueError, match="balance_embodiments must be true or false, got 'yes'"):
+        _config(tmp_path / "run", expert_data, action_tokenizer, balance_embodiments="yes")
 
 
 def test_validation_episodes_are_never_trained_on(tmp_path, expert_data, action_tokenizer):

@@ -100,6 +100,11 @@ class OptimizationConfig:
     `validation_episodes` holds out the last that many usable episodes of every dataset
     (0 holds out none). At each checkpoint, the action-token loss on up to
     `validation_samples` of their steps, the same steps each time, is logged as ``val/loss``.
+
+    `balance_embodiments` scales each embodiment's samples in a batch by 1 / their mean
+    loss (see `gea.training.sft.balance_embodiment_losses`), so an embodiment with costly
+    action tokens does not supply most of the gradient. By default each sample weighs the
+    same. Logged losses are the plain means either way.
     """
 
     steps: int = 1000
@@ -115,6 +120,7 @@ class OptimizationConfig:
     log_every: int = 10
     validation_episodes: int = 0
     validation_samples: int = 256
+    balance_embodiments: bool = False
 
     def __post_init__(self) -> None:
         if self.validation_episodes < 0:
@@ -126,6 +132,8 @@ class OptimizationConfig:
             raise ValueError(f"train.lr must be positive, got {self.lr}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if not isinstance(self.balance_embodiments, bool):
+            raise ValueError(f"train.balance_embodiments must be true or false, got {self.balance_embodiments!r}.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}.")
 

@@ -15,7 +15,7 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,28 @@ class ActionNLL(nn.Module):
         scores = self.policy.score(batch.inputs, batch.action_ids, batch.constraints)
         mask = scores.mask.to(scores.log_probs.dtype)
         return -(scores.log_probs * mask).sum(dim=-1) / mask.sum(dim=-1)  # (batch,)
+
+
+def balance_embodiment_losses(per_sample: torch.Tensor, embodiments: Sequence[str]) -> torch.Tensor:
+    """Return the batch loss with each embodiment's samples scaled by 1 / its mean loss.
+
+    The scales are detached, so each embodiment's gradient is that of the log of its mean
+    loss. An embodiment whose action tokens cost 1.5 nats (continuous-action bins) then no
+    longer outweighs one whose tokens cost 0.2 (a discrete action in words). The result
+    is multiplied by the detached plain mean, so its value and the gradient norm stay on
+    the scale that `max_grad_norm` expects.
+
+    Args:
+        per_sample: loss of each sample, shape ``(batch,)``.
+        embodiments: the embodiment name of each sample, ``batch`` long.
+    """
+    if len(embodiments) != per_sample.shape[0]:
+        raise ValueError(f"Got {len(embodiments)} embodiment names for {per_sample.shape[0]} per-sample losses; pass one name per sample.")
+    scales = torch.empty_like(per_sample)
+    for name in set(embodiments):
+        rows = torch.tensor([i for i, e in enumerate(embodiments) if e == name], device=per_sample.device)
+        scales[rows] = 1.0 / per_sample[rows].detach().mean().clamp_min(1e-6)
+    return (per_sample * scales).mean() * per_sample.detach().mean()
 
 
 def _capture_rng() -> dict:
@@ -235,7 +257,11 @@ class SFTTrainer:
             with sync, accelerator.autocast():
                 per_sample = loss_module(batch)  # (batch,)
                 loss = per_sample.mean() / train.grad_accum
-            accelerator.backward(loss)
+                if train.balance_embodiments:
+                    objective = balance_embodiment_losses(per_sample, batch.embodiments) / train.grad_accum
+                else:
+                    objective = loss
+            accelerator.backward(objective)
             total += float(loss.detach())
             for name, value in zip(batch.embodiments, per_sample.detach().tolist()):
                 by_embodiment[name].append(value)
