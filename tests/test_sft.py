@@ -100,7 +100,8 @@ def test_balanced_loss_scales_each_embodiment_by_its_mean():
 
     torch.testing.assert_close(loss.detach(), torch.tensor(1.1))
     # d loss / d l_i = plain mean * (1 / mean of i's embodiment) / batch.
-    torch.testing.assert_close(per_sample.grad, torch.tensor([1.1 / 2.0 / 4, 1.1 / 2.0 / 4, 1.1 / 0.2 / 4, 1.1 / 0.2 / 4]))
+    grad_a, grad_b = 1.1 / 2.0 / 4, 1.1 / 0.2 / 4
+    torch.testing.assert_close(per_sample.grad, torch.tensor([grad_a, grad_a, grad_b, grad_b]))
 
 
 def test_balanced_loss_rejects_mismatched_names():
@@ -110,9 +111,8 @@ def test_balanced_loss_rejects_mismatched_names():
 
 def test_balanced_training_changes_the_update(tmp_path, expert_data, action_tokenizer):
     plain = SFTTrainer(_config(tmp_path / "plain", expert_data, action_tokenizer, steps=2), show_progress=False).train()
-    balanced = SFTTrainer(
-        _config(tmp_path / "balanced", expert_data, action_tokenizer, steps=2, balance_embodiments=True), show_progress=False
-    ).train()
+    balanced_config = _config(tmp_path / "balanced", expert_data, action_tokenizer, steps=2, balance_embodiments=True)
+    balanced = SFTTrainer(balanced_config, show_progress=False).train()
 
     expected, actual = _parameters(plain), _parameters(balanced)
     assert any(not torch.equal(expected[name], actual[name]) for name in expected)

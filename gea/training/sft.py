@@ -75,7 +75,10 @@ def balance_embodiment_losses(per_sample: torch.Tensor, embodiments: Sequence[st
         embodiments: the embodiment name of each sample, ``batch`` long.
     """
     if len(embodiments) != per_sample.shape[0]:
-        raise ValueError(f"Got {len(embodiments)} embodiment names for {per_sample.shape[0]} per-sample losses; pass one name per sample.")
+        raise ValueError(
+            f"Got {len(embodiments)} embodiment names for {per_sample.shape[0]} per-sample losses; "
+            "pass one name per sample."
+        )
     scales = torch.empty_like(per_sample)
     for name in set(embodiments):
         rows = torch.tensor([i for i, e in enumerate(embodiments) if e == name], device=per_sample.device)
