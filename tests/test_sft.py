@@ -92,8 +92,8 @@ def test_loss_covers_action_tokens_only(tmp_path, expert_data, action_tokenizer)
     assert set(batch.embodiments) <= {BABYAI, REACH}
 
 
-def test_balanced_loss_scales_each_embodiment_by_its_mean():
-    # Embodiment "a" has mean loss 2.0 and "b" 0.2; the plain mean is 1.1.
+def test_balanced_loss_known_gradient():
+    # Embodiment "a" has mean loss 2.0 and "b" 0.2, so the plain mean is 1.1.
     per_sample = torch.tensor([1.0, 3.0, 0.2, 0.2], requires_grad=True)
     loss = balance_embodiment_losses(per_sample, ["a", "a", "b", "b"])
     loss.backward()
@@ -109,7 +109,7 @@ def test_balanced_loss_rejects_mismatched_names():
         balance_embodiment_losses(torch.ones(4), ["a", "a", "b"])
 
 
-def test_balanced_training_changes_the_update(tmp_path, expert_data, action_tokenizer):
+def test_balanced_training_changes_update(tmp_path, expert_data, action_tokenizer):
     plain = SFTTrainer(_config(tmp_path / "plain", expert_data, action_tokenizer, steps=2), show_progress=False).train()
     balanced_config = _config(tmp_path / "balanced", expert_data, action_tokenizer, steps=2, balance_embodiments=True)
     balanced = SFTTrainer(balanced_config, show_progress=False).train()
@@ -118,7 +118,7 @@ def test_balanced_training_changes_the_update(tmp_path, expert_data, action_toke
     assert any(not torch.equal(expected[name], actual[name]) for name in expected)
 
 
-def test_balance_embodiments_must_be_a_bool(tmp_path, expert_data, action_tokenizer):
+def test_balance_embodiments_rejects_non_bool(tmp_path, expert_data, action_tokenizer):
     with pytest.raises(ValueError, match="balance_embodiments must be true or false, got 'yes'"):
         _config(tmp_path / "run", expert_data, action_tokenizer, balance_embodiments="yes")
 

@@ -103,9 +103,9 @@ class OptimizationConfig:
 
     `balance_embodiments` scales each embodiment's samples in a batch by 1 / their mean
     loss (see `gea.training.sft.balance_embodiment_losses`), so an embodiment with costly
-    action tokens does not supply most of the gradient. By default each sample weighs the
-    same. Logged losses are the plain means either way. On GoToLocal with reach over 8,000
-    steps it slowed both (experiments/sft.md), so it is off by default.
+    action tokens does not supply most of the gradient. Logged losses are the plain means
+    either way. On GoToLocal with reach over 8,000 steps it slowed both (experiments/sft.md),
+    so it is off by default and each sample weighs the same.
     """
 
     steps: int = 1000

@@ -76,8 +76,8 @@ def balance_embodiment_losses(per_sample: torch.Tensor, embodiments: Sequence[st
     """
     if len(embodiments) != per_sample.shape[0]:
         raise ValueError(
-            f"Got {len(embodiments)} embodiment names for {per_sample.shape[0]} per-sample losses; "
-            "pass one name per sample."
+            f"Invalid input: got {len(embodiments)} embodiment names for {per_sample.shape[0]} per-sample losses. "
+            "Pass one name per sample."
         )
     scales = torch.empty_like(per_sample)
     for name in set(embodiments):
