@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -187,6 +189,50 @@ def test_resume_rejects_other_action_tokenizer(tmp_path, expert_data, action_tok
 
     with pytest.raises(ValueError, match="does not match"):
         SFTTrainer(_config(tmp_path / "run", expert_data, other, steps=4), resume=True, show_progress=False).train()
+
+
+def _fine_tune_config(run_dir, init, expert_data, action_tokenizer, **policy) -> SFTConfig:
+    config = _config(run_dir, expert_data, action_tokenizer, steps=2).to_dict()
+    config["policy"] = {"init": str(init), **policy}
+    return SFTConfig.from_dict(config)
+
+
+def test_fine_tune_starts_from_checkpoint_weights(tmp_path, expert_data, action_tokenizer):
+    source = SFTTrainer(_config(tmp_path / "source", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    trainer = SFTTrainer(_fine_tune_config(tmp_path / "tuned", tmp_path / "source", expert_data, action_tokenizer),
+                         show_progress=False)
+    bundle, start_step, _ = trainer._setup_bundle()
+
+    assert start_step == 0
+    assert bundle.detokenizer.fingerprint() == json.loads((source / "checkpoint.json").read_text())["metadata"][
+        "detokenizer_fingerprint"]
+    # The checkpoint's own policy config is kept where the fine-tuning config is silent.
+    assert bundle.policy.config.history_length == 2
+    bundle.save(tmp_path / "loaded")
+    loaded = _parameters(tmp_path / "loaded")
+    for name, tensor in _parameters(source).items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=name)
+
+    tuned = trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(_parameters(source).values(), _parameters(tuned).values()))
+
+
+def test_fine_tune_rejects_other_action_tokenizer(tmp_path, expert_data, action_tokenizer):
+    SFTTrainer(_config(tmp_path / "source", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    other = _tokenizer(expert_data, tmp_path / "other_tokenizer", seed=1)
+
+    with pytest.raises(ValueError, match="does not match the one in checkpoint"):
+        SFTTrainer(_fine_tune_config(tmp_path / "tuned", tmp_path / "source", expert_data, other),
+                   show_progress=False).train()
+
+
+def test_fine_tune_rejects_tiny_spec(tmp_path, expert_data, action_tokenizer):
+    SFTTrainer(_config(tmp_path / "source", expert_data, action_tokenizer, steps=2), show_progress=False).train()
+    config = _fine_tune_config(tmp_path / "tuned", tmp_path / "source", expert_data, action_tokenizer,
+                               tiny={"image_size": 32})
+
+    with pytest.raises(ValueError, match="remove `policy.tiny`"):
+        SFTTrainer(config, show_progress=False).train()
 
 
 def test_config_rejects_unknown_keys(tmp_path):

@@ -74,8 +74,11 @@ class PolicyInitConfig:
     """Where the policy's weights come from.
 
     `init` is ``"tiny"`` (a randomly initialized tiny LLaVA-OneVision with a tokenizer
-    trained on the data's text) or a LLaVA-OneVision checkpoint (local folder or hub id).
-    `tiny` contains `gea.policy.TinyModelSpec` fields, and `policy` contains `GEAPolicyConfig` fields.
+    trained on the data's text), a LLaVA-OneVision checkpoint (local folder or hub id), or a
+    GEA run or checkpoint folder written by `gea sft`, whose policy and action tokens are
+    fine-tuned with a fresh optimizer and schedule.
+    `tiny` contains `gea.policy.TinyModelSpec` fields, and `policy` contains `GEAPolicyConfig` fields
+    (from a GEA checkpoint, they override single fields of its saved policy config).
     `vision_pretraining`, when set, trains the vision tower on labelled simulator frames
     before SFT starts (`VisionPretrainingConfig` fields).
     """

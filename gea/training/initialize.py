@@ -1,13 +1,15 @@
-"""Build a fresh policy and its action de-tokenizer for the embodiments in the SFT data."""
+"""Build the initial policy and its action de-tokenizer for the embodiments in the SFT data."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Iterable, Optional
 
 from gea.data import TrajectoryDataset
 from gea.policy import GEAPolicy, GEAPolicyConfig, TinyModelSpec, build_tiny_model
-from gea.training.bundle import PolicyBundle
+from gea.training.bundle import POLICY_FOLDER, PolicyBundle, check_embodiments_covered, load_bundle
+from gea.training.checkpoint import LATEST_NAME, MANIFEST_NAME, RUN_CHECKPOINTS_FOLDER, resolve_checkpoint
 from gea.training.config import TINY_INIT, PolicyInitConfig
 from gea_envs import ActionKind, ActionSpace, get_adapter
 from gea_tokenizers import (
@@ -53,7 +55,9 @@ def build_bundle(
     embodiments: list[str],
     continuous_tokenizer_dir: Optional[str],
 ) -> PolicyBundle:
-    """Build the initial policy (tiny or pretrained) and a de-tokenizer for `embodiments`."""
+    """Build the initial policy (tiny, pretrained or a GEA checkpoint) and a de-tokenizer for `embodiments`."""
+    if is_gea_checkpoint(init.init):
+        return _bundle_from_checkpoint(init, embodiments, continuous_tokenizer_dir)
     spaces = {name: get_adapter(name).action_space for name in embodiments}
     continuous_names = [name for name, space in spaces.items() if space.kind is ActionKind.CONTINUOUS]
     continuous = _load_continuous(continuous_tokenizer_dir, continuous_names)
@@ -80,6 +84,45 @@ def build_bundle(
     detokenizer = ActionDetokenizer(spaces, policy.tokenizer, continuous, code_map)
     logger.info("Built policy from %s for %d embodiments.", init.init, len(embodiments))
     return PolicyBundle(policy, detokenizer)
+
+
+def is_gea_checkpoint(init: str) -> bool:
+    """Whether `init` names a local folder written by `gea sft` or `gea ppo` (a checkpoint or its run folder)."""
+    path = Path(init)
+    return any(
+        candidate.exists()
+        for candidate in (path / MANIFEST_NAME, path / LATEST_NAME, path / RUN_CHECKPOINTS_FOLDER / LATEST_NAME)
+    )
+
+
+def _bundle_from_checkpoint(
+    init: PolicyInitConfig, embodiments: list[str], continuous_tokenizer_dir: Optional[str]
+) -> PolicyBundle:
+    """Start from a GEA checkpoint's policy and de-tokenizer, keeping its action tokens.
+
+    The optimizer, schedule and step count start afresh: this fine-tunes a trained policy,
+    for example on a new mix of the same embodiments, while `--resume` continues a run.
+    """
+    if init.tiny or init.vision_pretraining is not None:
+        raise ValueError(
+            f"policy.init is the checkpoint {init.init}, which fixes the architecture and the vision tower; remove "
+            "`policy.tiny` and `policy.vision_pretraining` from the config."
+        )
+    checkpoint = resolve_checkpoint(init.init)
+    # `policy.policy` overrides single fields of the checkpoint's own policy config.
+    saved = GEAPolicyConfig.load(checkpoint / POLICY_FOLDER)
+    bundle = load_bundle(checkpoint, GEAPolicyConfig.from_dict({**saved.to_dict(), **init.policy}))
+    check_embodiments_covered(bundle.detokenizer, embodiments)
+    if continuous_tokenizer_dir is not None and bundle.detokenizer.continuous is not None:
+        configured = _load_continuous(continuous_tokenizer_dir, list(bundle.detokenizer.continuous.statistics))
+        if configured.fingerprint() != bundle.detokenizer.continuous.fingerprint():
+            raise ValueError(
+                f"The action tokenizer in {continuous_tokenizer_dir} does not match the one in checkpoint {checkpoint}: "
+                "its codebooks or action statistics differ. Point `action_tokenizer:` at the folder the checkpoint "
+                "was trained with, or remove it to keep the checkpoint's."
+            )
+    logger.info("Fine-tuning the policy of checkpoint %s for %d embodiments.", checkpoint, len(embodiments))
+    return bundle
 
 
 def _load_continuous(directory: Optional[str], continuous_names: list[str]) -> Optional[ContinuousTokenizer]:
