@@ -87,7 +87,7 @@ def build_bundle(
 
 
 def is_gea_checkpoint(init: str) -> bool:
-    """Whether `init` names a local folder written by `gea sft` or `gea ppo` (a checkpoint or its run folder)."""
+    """Return whether `init` names a local folder written by `gea sft` or `gea ppo` (a checkpoint or its run folder)."""
     path = Path(init)
     return any(
         candidate.exists()
@@ -117,9 +117,9 @@ def _bundle_from_checkpoint(
         configured = _load_continuous(continuous_tokenizer_dir, list(bundle.detokenizer.continuous.statistics))
         if configured.fingerprint() != bundle.detokenizer.continuous.fingerprint():
             raise ValueError(
-                f"The action tokenizer in {continuous_tokenizer_dir} does not match the one in checkpoint {checkpoint}: "
-                "its codebooks or action statistics differ. Point `action_tokenizer:` at the folder the checkpoint "
-                "was trained with, or remove it to keep the checkpoint's."
+                f"The action tokenizer in {continuous_tokenizer_dir} does not match the one in checkpoint "
+                f"{checkpoint}: its codebooks or action statistics differ. Point `action_tokenizer:` at the folder "
+                "the checkpoint was trained with, or remove it to keep the checkpoint's."
             )
     logger.info("Fine-tuning the policy of checkpoint %s for %d embodiments.", checkpoint, len(embodiments))
     return bundle
