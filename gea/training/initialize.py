@@ -102,6 +102,9 @@ def _bundle_from_checkpoint(
 
     The optimizer, schedule and step count start afresh: this fine-tunes a trained policy,
     for example on a new mix of the same embodiments, while `--resume` continues a run.
+
+    NOTE: a `gea ppo` checkpoint loads with its LoRA adapter, whose base weights PEFT keeps
+    frozen. Only `gea sft` checkpoints are tested here.
     """
     if init.tiny or init.vision_pretraining is not None:
         raise ValueError(
