@@ -100,7 +100,7 @@ def _bundle_from_checkpoint(
 ) -> PolicyBundle:
     """Start from a GEA checkpoint's policy and de-tokenizer, keeping its action tokens.
 
-    The optimizer, schedule and step count start afresh: this fine-tunes a trained policy,
+    The optimizer, schedule and step count start afresh, so this fine-tunes a trained policy,
     for example on a new mix of the same embodiments, while `--resume` continues a run.
 
     NOTE: a `gea ppo` checkpoint loads with its LoRA adapter, whose base weights PEFT keeps
@@ -108,7 +108,7 @@ def _bundle_from_checkpoint(
     """
     if init.tiny or init.vision_pretraining is not None:
         raise ValueError(
-            f"policy.init is the checkpoint {init.init}, which fixes the architecture and the vision tower; remove "
+            f"policy.init is the checkpoint {init.init}, which fixes the architecture and the vision tower, so remove "
             "`policy.tiny` and `policy.vision_pretraining` from the config."
         )
     checkpoint = resolve_checkpoint(init.init)
