@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForC
 from transformers import SiglipVisionConfig
 
 from gea.policy import GEAPolicy, GEAPolicyConfig, TinyModelSpec, build_tiny_model, tokens_per_frame, train_tokenizer
-from gea.policy.frames import build_image_processor, encode_frames, preprocess_frames
+from gea.policy.frames import build_image_processor, encode_frames, pool_patches, preprocess_frames
 from gea.policy.prompt import ACTION_TEXT, OBSERVATION_TEXT
 from gea_envs.rollout import run_expert_episode
 from gea_tokenizers.constraint import FixedLengthConstraint, TrieConstraint
@@ -141,6 +141,32 @@ def test_image_tokens_per_frame_tiny(tiny_parts):
     assert features.shape == (3, model.config.text_config.hidden_size)
     pooled, _ = encode_frames(model, pixel_values, frame_pool_stride=2, frame_newline=False)
     assert pooled.shape[1] == tokens_per_frame(model.config, frame_pool_stride=2, frame_newline=False) == 16
+
+
+def test_pool_patches_max_keeps_a_one_patch_detail():
+    # A 4 x 4 grid with one bright patch in the top-left 2 x 2 block.
+    patches = torch.zeros(1, 16, 2)
+    patches[0, 5, 0] = 4.0
+    bilinear = pool_patches(patches, stride=2)
+    pooled_max = pool_patches(patches, stride=2, mode="max")
+    assert bilinear.shape == pooled_max.shape == (1, 4, 2)
+    assert bilinear[0, 0, 0].item() == pytest.approx(1.0)  # the block's mean
+    assert pooled_max[0, 0, 0].item() == 4.0
+    assert pooled_max[0, 1:].abs().sum().item() == 0.0
+
+
+def test_pool_patches_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="'mean'"):
+        pool_patches(torch.zeros(1, 16, 2), stride=2, mode="mean")
+
+
+def test_policy_encodes_frames_with_max_pooling(tiny_parts):
+    model, _, processor = tiny_parts
+    pixel_values = preprocess_frames(processor, random_frames(np.random.default_rng(0), 2))
+    bilinear, _ = encode_frames(model, pixel_values, frame_pool_stride=2, frame_newline=False)
+    pooled_max, _ = encode_frames(model, pixel_values, 2, False, frame_pool_mode="max")
+    assert pooled_max.shape == bilinear.shape
+    assert torch.all(pooled_max >= bilinear - 1e-6)
 
 
 def test_image_tokens_per_frame_onevision_size():
@@ -343,5 +369,7 @@ def test_config_rejects_bad_values():
         GEAPolicyConfig(history_length=0)
     with pytest.raises(ValueError, match="frame_pool_stride"):
         GEAPolicyConfig(frame_pool_stride=0)
+    with pytest.raises(ValueError, match="frame_pool_mode"):
+        GEAPolicyConfig(frame_pool_mode="average")
     with pytest.raises(ValueError, match="lora_dropout"):
         GEAPolicyConfig(lora_dropout=1.0)

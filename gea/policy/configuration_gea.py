@@ -17,6 +17,8 @@ CONFIG_NAME = "gea_policy.json"
 
 # The projection layers of Qwen2's attention and MLP blocks, the language model of
 # every LLaVA-OneVision checkpoint.
+FRAME_POOL_MODES = ("bilinear", "max")
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -31,6 +33,9 @@ class GEAPolicyConfig:
             enters the language model. 1 keeps every patch. 2 halves each side, as
             LLaVA-OneVision's video path does, which turns the 27 x 27 grid of the
             384 px SigLIP tower into 14 x 14 = 196 tokens.
+        frame_pool_mode: how pooling combines patches, ``"bilinear"`` (LLaVA-OneVision's
+            interpolation, which averages 2 x 2 blocks at stride 2) or ``"max"`` (each
+            feature's largest value in the block).
         frame_newline: append the model's learned ``image_newline`` vector after each
             frame, as LLaVA-OneVision does after every image.
         temperature: default sampling temperature of `GEAPolicy.act`; 0 decodes greedily.
@@ -43,6 +48,7 @@ class GEAPolicyConfig:
 
     history_length: int = 3
     frame_pool_stride: int = 1
+    frame_pool_mode: str = "bilinear"
     frame_newline: bool = True
     temperature: float = 1.0
     value_hidden_size: int = 256
@@ -57,6 +63,8 @@ class GEAPolicyConfig:
             raise ValueError(f"history_length must be at least 1, got {self.history_length}.")
         if self.frame_pool_stride < 1:
             raise ValueError(f"frame_pool_stride must be at least 1 (1 keeps every patch), got {self.frame_pool_stride}.")
+        if self.frame_pool_mode not in FRAME_POOL_MODES:
+            raise ValueError(f"frame_pool_mode must be one of {list(FRAME_POOL_MODES)}, got {self.frame_pool_mode!r}.")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 decodes greedily), got {self.temperature}.")
         if self.value_hidden_size < 1:

@@ -26,6 +26,8 @@ from torch import nn
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 from transformers.image_utils import ChannelDimension, SizeDict
 
+from gea.policy.configuration_gea import FRAME_POOL_MODES
+
 # The PIL/numpy image processor, not `LlavaOnevisionImageProcessor`, because in transformers 5
 # that class is the torchvision backend. GEA does not depend on torchvision: the builds that
 # match torch 2.13.0 here are CUDA builds, and installing one breaks transformers imports.
@@ -98,6 +100,7 @@ def encode_frames(
     pixel_values: torch.Tensor,
     frame_pool_stride: int,
     frame_newline: bool,
+    frame_pool_mode: str = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode frames into image-token embeddings.
 
@@ -118,7 +121,7 @@ def encode_frames(
     if config.vision_feature_select_strategy == "default":
         selected = selected[:, 1:]
     patches = inner.multi_modal_projector(selected)
-    patches = pool_patches(patches, frame_pool_stride)
+    patches = pool_patches(patches, frame_pool_stride, frame_pool_mode)
     features = patches.mean(dim=1)
     if frame_newline:
         newline = inner.image_newline.to(patches.dtype)[None, None, :].expand(patches.shape[0], 1, -1)
@@ -126,15 +129,25 @@ def encode_frames(
     return patches, features
 
 
-def pool_patches(patches: torch.Tensor, stride: int) -> torch.Tensor:
-    """Bilinearly downsample a square patch grid by `stride`, as LLaVA-OneVision pools video frames."""
+def pool_patches(patches: torch.Tensor, stride: int, mode: str = "bilinear") -> torch.Tensor:
+    """Downsample a square patch grid of shape ``(frames, grid * grid, hidden)`` by `stride`.
+
+    ``"bilinear"`` interpolates, as LLaVA-OneVision pools video frames, which at stride 2
+    averages each 2 x 2 block. ``"max"`` keeps each feature's largest value in the block,
+    so a detail that covers one patch is not diluted by its three neighbors.
+    """
+    if mode not in FRAME_POOL_MODES:
+        raise ValueError(f"Unknown frame pool mode {mode!r}; use one of {list(FRAME_POOL_MODES)}.")
     if stride == 1:
         return patches
     num_frames, num_patches, hidden = patches.shape
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
         raise ValueError(f"Cannot pool {num_patches} patches: the count is not a square grid.")
-    image = patches.view(num_frames, grid, grid, hidden).permute(0, 3, 1, 2)
+    image = patches.view(num_frames, grid, grid, hidden).permute(0, 3, 1, 2)  # (frames, hidden, grid, grid)
     pooled_size = math.ceil(grid / stride)
-    image = nn.functional.interpolate(image, size=[pooled_size, pooled_size], mode="bilinear")
+    if mode == "max":
+        image = nn.functional.adaptive_max_pool2d(image, pooled_size)
+    else:
+        image = nn.functional.interpolate(image, size=[pooled_size, pooled_size], mode="bilinear")
     return image.permute(0, 2, 3, 1).reshape(num_frames, pooled_size * pooled_size, hidden)

@@ -231,8 +231,9 @@ class GEAPolicy(nn.Module):
             raise ValueError(f"Sample {frame_counts.index(0)} has no frames; every prompt shows at least one.")
         all_frames = [frame for sample_frames in frames for frame in sample_frames]
         pixel_values = preprocess_frames(self.image_processor, all_frames)
+        config = self.config
         image_tokens, frame_features = encode_frames(
-            base, pixel_values, self.config.frame_pool_stride, self.config.frame_newline
+            base, pixel_values, config.frame_pool_stride, config.frame_newline, config.frame_pool_mode
         )
 
         input_ids = ids.input_ids.to(base.device)
