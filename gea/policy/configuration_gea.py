@@ -35,7 +35,7 @@ class GEAPolicyConfig:
             384 px SigLIP tower into 14 x 14 = 196 tokens.
         frame_pool_mode: how pooling combines patches, ``"bilinear"`` (LLaVA-OneVision's
             interpolation, which averages 2 x 2 blocks at stride 2) or ``"max"`` (each
-            feature's largest value in the block).
+            feature's maximum over the block).
         frame_newline: append the model's learned ``image_newline`` vector after each
             frame, as LLaVA-OneVision does after every image.
         temperature: default sampling temperature of `GEAPolicy.act`; 0 decodes greedily.

@@ -133,7 +133,7 @@ def pool_patches(patches: torch.Tensor, stride: int, mode: str = "bilinear") -> 
     """Downsample a square patch grid of shape ``(frames, grid * grid, hidden)`` by `stride`.
 
     ``"bilinear"`` interpolates, as LLaVA-OneVision pools video frames, which at stride 2
-    averages each 2 x 2 block. ``"max"`` keeps each feature's largest value in the block,
+    averages each 2 x 2 block. ``"max"`` keeps each feature's maximum over the block,
     so a detail that covers one patch is not diluted by its three neighbors.
     """
     if mode not in FRAME_POOL_MODES:
