@@ -155,6 +155,12 @@ def test_pool_patches_max_keeps_a_one_patch_detail():
     assert pooled_max[0, 1:].abs().sum().item() == 0.0
 
 
+def test_config_without_pool_mode_loads_bilinear():
+    # gea_policy.json files written before frame_pool_mode existed lack the key.
+    assert GEAPolicyConfig.from_dict({"frame_pool_stride": 2}).frame_pool_mode == "bilinear"
+    assert GEAPolicyConfig.from_dict({"frame_pool_mode": "max"}).frame_pool_mode == "max"
+
+
 def test_pool_patches_rejects_unknown_mode():
     with pytest.raises(ValueError, match="'mean'"):
         pool_patches(torch.zeros(1, 16, 2), stride=2, mode="mean")

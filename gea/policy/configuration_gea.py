@@ -15,10 +15,11 @@ from typing import Union
 
 CONFIG_NAME = "gea_policy.json"
 
-# The projection layers of Qwen2's attention and MLP blocks, the language model of
-# every LLaVA-OneVision checkpoint.
+# How `frame_pool_stride` combines a block of patches (see `GEAPolicyConfig`).
 FRAME_POOL_MODES = ("bilinear", "max")
 
+# The projection layers of Qwen2's attention and MLP blocks, the language model of
+# every LLaVA-OneVision checkpoint.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
