@@ -143,7 +143,7 @@ def test_image_tokens_per_frame_tiny(tiny_parts):
     assert pooled.shape[1] == tokens_per_frame(model.config, frame_pool_stride=2, frame_newline=False) == 16
 
 
-def test_pool_patches_max_keeps_a_one_patch_detail():
+def test_max_pool_keeps_single_patch():
     # A 4 x 4 grid with one bright patch in the top-left 2 x 2 block.
     patches = torch.zeros(1, 16, 2)
     patches[0, 5, 0] = 4.0

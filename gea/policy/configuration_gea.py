@@ -15,7 +15,7 @@ from typing import Union
 
 CONFIG_NAME = "gea_policy.json"
 
-# How `frame_pool_stride` combines a block of patches (see `GEAPolicyConfig`).
+# Pooling modes for the blocks of patches that `frame_pool_stride` merges (see `GEAPolicyConfig`).
 FRAME_POOL_MODES = ("bilinear", "max")
 
 # The projection layers of Qwen2's attention and MLP blocks, the language model of
